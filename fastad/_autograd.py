@@ -1,0 +1,394 @@
+"""The tape and the reverse sweep.
+
+Recording: an op whose inputs need a gradient gets a `Node` holding its vector-Jacobian
+product (`vjp`), the values it saved, and its parents. Nodes are numbered as they are
+made, so creation order is a topological order and the sweep needs no graph sort
+beyond ordering the nodes it reaches by that number.
+
+The sweep knows nothing about individual ops. A vjp is called as
+`vjp(g, saved, out)`: `g` is the adjoint of the node's output and `out[i]` says what to
+do for input i: `SKIP` (no gradient needed), `None` (first contribution: return a new
+array, or `g` itself, or a view of `g`), or an array the vjp must add its contribution
+into in place (and return). Each node's adjoint buffer is therefore allocated once,
+by its first contribution, and later contributions accumulate into it.
+"""
+import functools
+import itertools
+import math
+import threading
+
+import numpy as np
+
+from ._tensor import Tensor
+
+SKIP = "skip"
+_next_index = itertools.count().__next__
+
+
+class _Modes(threading.local):
+    grad_enabled = True
+    anomaly = False
+
+
+modes = _Modes()
+
+
+class Node:
+    """One recorded op application: enough to send its output's adjoint to its inputs."""
+
+    __slots__ = ("vjp", "parents", "saved", "index", "versions", "released")
+
+    def __repr__(self):
+        return f"<Node {self.vjp.op_name} #{self.index}>"
+
+
+def vjp_of(op_name):
+    """Marks a function as the vjp of `op_name` (the name shown in reprs and errors)."""
+    def mark(vjp):
+        vjp.op_name = op_name
+        return vjp
+    return mark
+
+
+def record(vjp, value, inputs, saved=()):
+    """The Tensor holding an op's `value`, with a Node if any input needs a gradient.
+
+    `inputs` are the op's operands: Tensors, or None for constants.
+    """
+    if modes.anomaly:
+        _check_finite(value, f"the forward value of '{vjp.op_name}'")
+    node = None
+    if modes.grad_enabled:
+        parents = tuple(_parent(t) for t in inputs)
+        if any(p is not None for p in parents):
+            node = Node()
+            node.vjp = vjp
+            node.parents = parents
+            node.saved = saved
+            node.index = _next_index()
+            node.released = False
+            node.versions = tuple((p, p._version) for p in parents if type(p) is not Node
+                                  and p is not None) or None
+    t = _make_tensor(value, vjp.op_name, node)
+    return t
+
+
+def _parent(t):
+    if t is None or not t.requires_grad:
+        return None
+    return t._node if t._node is not None else t
+
+
+def _check_finite(array, what):
+    if not np.all(np.isfinite(array)):
+        raise FloatingPointError(f"detect_anomaly: {what} contains NaN or Inf")
+
+
+class Sweep:
+    """The reverse sweep from one output, run only as far as the gradients asked need.
+
+    Nodes are visited newest first. A node's adjoint is final once the sweep has passed
+    the earliest node that consumes it (`final_at`), so a request stops there and the
+    next request resumes where this one stopped: any sequence of requests costs one sweep
+    and gets the values of one joint request.
+    """
+
+    def __init__(self, root, seed):
+        self.seed = seed
+        self.order, self.final_at = _reachable(root)
+        self.adjoints = {root: seed.copy()}
+        self.unowned = set()   # nodes whose adjoint buffer is shared, so never written in place
+        self.results = {}
+        self.position = 0
+        self.released_any = False
+        self.lock = threading.Lock()
+
+    def gradients(self, keys, retain_graph):
+        """The final adjoints of `keys` (Nodes or leaf Tensors, all reachable)."""
+        with self.lock:
+            pending = [self.final_at[k] for k in keys if k not in self.results]
+            if pending:
+                self._run(min(pending), retain_graph)
+            values = []
+            for k in keys:
+                if k not in self.results:
+                    if k not in self.adjoints:
+                        raise RuntimeError(
+                            "the gradient of an intermediate tensor was asked for after the "
+                            "sweep had released it; pass retain_graph=True to the earlier "
+                            "fa.grad call to keep it")
+                    self.results[k] = self.adjoints[k]
+                    self.unowned.add(k)
+                values.append(self.results[k])
+            return values
+
+    def _run(self, stop, retain_graph):
+        """Process nodes until every node numbered >= stop is done."""
+        order, adjoints, unowned = self.order, self.adjoints, self.unowned
+        anomaly = modes.anomaly
+        while self.position < len(order) and order[self.position].index >= stop:
+            node = order[self.position]
+            self.position += 1
+            if node.released:
+                raise RuntimeError(
+                    f"the graph through '{node.vjp.op_name}' was already released by an "
+                    "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
+                    "to sweep it again")
+            if node.versions is not None:
+                _check_versions(node)
+            if retain_graph:
+                g = adjoints[node]
+                movable = False
+            else:
+                g = adjoints.pop(node)
+                movable = node not in unowned
+            out = tuple(SKIP if p is None else
+                        (None if p in unowned else adjoints.get(p)) for p in node.parents)
+            grads = node.vjp(g, node.saved, out)
+            for parent, buffer, contribution in zip(node.parents, out, grads):
+                if parent is None:
+                    continue
+                if anomaly:
+                    _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
+                if contribution is buffer:
+                    continue
+                if contribution is g:
+                    owned, movable = movable, False
+                else:
+                    owned = contribution.base is None
+                self._add(parent, contribution, owned)
+            if not retain_graph:
+                node.saved = None
+                node.released = True
+                self.released_any = True
+
+    def _add(self, parent, contribution, owned):
+        adjoints, unowned = self.adjoints, self.unowned
+        existing = adjoints.get(parent)
+        if existing is None:
+            adjoints[parent] = contribution
+            if not owned:
+                unowned.add(parent)
+            return
+        if owned:
+            contribution += existing
+            adjoints[parent] = contribution
+        else:
+            adjoints[parent] = existing + contribution
+        unowned.discard(parent)
+
+    def finish(self, retain_graph):
+        """Run to the end; return {leaf Tensor: gradient} for every leaf reached."""
+        with self.lock:
+            self._run(-1, retain_graph)
+            return {k: self.results.get(k, self.adjoints.get(k)) for k in self.final_at
+                    if type(k) is not Node}
+
+
+def _reachable(root):
+    """Nodes reachable from root, newest first, and for each node or leaf the number of
+    its earliest consumer (after which its adjoint is final)."""
+    final_at = {root: math.inf}
+    nodes = [root] if type(root) is Node else []
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        for parent in node.parents:
+            if parent is None:
+                continue
+            if parent in final_at:
+                if node.index < final_at[parent]:
+                    final_at[parent] = node.index
+            else:
+                final_at[parent] = node.index
+                if type(parent) is Node:
+                    nodes.append(parent)
+                    stack.append(parent)
+    nodes.sort(key=_index, reverse=True)
+    return nodes, final_at
+
+
+def _index(node):
+    return node.index
+
+
+def _check_versions(node):
+    for leaf, version in node.versions:
+        if leaf._version != version:
+            raise RuntimeError(
+                f"a leaf of shape {leaf.shape} used by '{node.vjp.op_name}' was modified in "
+                "place (e.g. by an optimizer step) after the op was recorded; its gradient "
+                "would be wrong. Compute gradients before updating parameters.")
+
+
+# --- the public entry points --------------------------------------------------------
+
+def _root(t):
+    if t._node is not None:
+        return t._node
+    return t if t.requires_grad else None
+
+
+def _seed(output, seed):
+    if seed is None:
+        if output.size != 1:
+            raise ValueError(
+                f"grad: output has shape {output.shape}; gradients can be implied only for "
+                "a one-element output: pass seed= (an array of the output's shape)")
+        return np.ones(output.shape, output.dtype)
+    seed = seed.value if isinstance(seed, Tensor) else np.asarray(seed)
+    if seed.dtype.kind not in "fiub":
+        raise TypeError(f"grad: seed must be real numbers, got {seed.dtype}")
+    if seed.dtype.kind == "f" and seed.dtype.itemsize in (4, 8) and seed.dtype != output.dtype:
+        raise TypeError(f"grad: seed dtype {seed.dtype} does not match output dtype "
+                        f"{output.dtype}")
+    if seed.shape != output.shape:
+        raise ValueError(f"grad: seed has shape {seed.shape} but output has shape "
+                         f"{output.shape}")
+    return np.array(seed, dtype=output.dtype, order="C")
+
+
+def _sweep_for(output, seed):
+    if not isinstance(output, Tensor):
+        raise TypeError(f"grad: output must be a fastad Tensor, got {type(output).__name__}")
+    if getattr(output, "_consumed", False):
+        raise RuntimeError("this output's graph was consumed by backward(); pass "
+                           "retain_graph=True to backward() to differentiate it again")
+    seed = _seed(output, seed)
+    root = _root(output)
+    if root is None:
+        return None
+    sweep = getattr(output, "_sweep", None)
+    if sweep is not None and not np.array_equal(sweep.seed, seed):
+        if sweep.released_any:
+            raise RuntimeError("a different seed needs a new sweep, but the previous one "
+                               "released the graph; pass retain_graph=True to keep it")
+        sweep = None
+    if sweep is None:
+        sweep = output._sweep = Sweep(root, seed)
+    return sweep
+
+
+def grad(output, wrt, seed=None, retain_graph=False, allow_unused=False):
+    """Gradient of `output` with respect to a Tensor (an ndarray) or a sequence (a list).
+
+    Every call on the same output shares one reverse sweep, which runs only until the
+    asked-for gradients are final. `output` must have one element unless `seed` is
+    given. A `wrt` entry that `output` does not depend on raises ValueError unless
+    `allow_unused=True` (then it gets zeros). Never touches `.grad`.
+    """
+    single = isinstance(wrt, Tensor)
+    targets = [wrt] if single else list(wrt)
+    for i, t in enumerate(targets):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad: wrt[{i}] must be a fastad Tensor, got {type(t).__name__}")
+    sweep = _sweep_for(output, seed)
+    keys = [_root(t) for t in targets]
+    usable = []
+    for i, (t, key) in enumerate(zip(targets, keys)):
+        if key is None or sweep is None or key not in sweep.final_at:
+            if not allow_unused:
+                reason = ("does not require grad" if key is None
+                          else "is not used to compute output")
+                raise ValueError(f"grad: wrt[{i}] (shape {t.shape}) {reason}; pass "
+                                 "allow_unused=True to get zeros for it")
+        else:
+            usable.append(key)
+    values = dict(zip(usable, sweep.gradients(usable, retain_graph))) if usable else {}
+    grads = [values[k] if k in values else np.zeros(t.shape, t.dtype)
+             for t, k in zip(targets, keys)]
+    return grads[0] if single else grads
+
+
+def backward(output, seed=None, retain_graph=False):
+    """Finish `output`'s sweep and add each leaf's gradient into its `.grad`."""
+    sweep = _sweep_for(output, seed)
+    if sweep is None:
+        raise RuntimeError("backward: output does not require grad (no input of the ops "
+                           "that made it requires grad)")
+    fresh = sweep.position == 0 and not sweep.results
+    if fresh and not retain_graph:
+        _accumulate_into_existing_grads(sweep)
+    for leaf, g in sweep.finish(retain_graph).items():
+        if g is leaf.grad:
+            continue
+        if leaf.grad is None:
+            shared = retain_graph or leaf in sweep.unowned
+            leaf.grad = g.copy() if shared else g
+        else:
+            leaf.grad += g
+    if not retain_graph:
+        output._consumed = True
+        output._sweep = None
+
+
+def _accumulate_into_existing_grads(sweep):
+    """Let the sweep write leaf gradients straight into existing `.grad` arrays."""
+    for key in sweep.final_at:
+        if type(key) is not Node:
+            existing = key.grad
+            if (isinstance(existing, np.ndarray) and existing.shape == key.shape
+                    and existing.dtype == key.dtype and existing.flags.c_contiguous
+                    and existing.flags.writeable and key not in sweep.adjoints):
+                sweep.adjoints[key] = existing
+
+
+# --- modes ------------------------------------------------------------------------
+
+class _ThreadMode:
+    """A thread-local switch, usable as a context manager and as a decorator."""
+
+    attribute = None
+    value = None
+
+    def __init__(self, func=None):
+        self._func = func
+        self._saved = threading.local()
+        if func is not None:
+            functools.update_wrapper(self, func)
+
+    def __enter__(self):
+        stack = self._saved.__dict__.setdefault("stack", [])
+        stack.append(getattr(modes, self.attribute))
+        setattr(modes, self.attribute, self.value)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(modes, self.attribute, self._saved.stack.pop())
+        return False
+
+    def __call__(self, *args, **kwargs):
+        if self._func is None:  # used as @no_grad()
+            (func,) = args
+            return type(self)(func)
+        with type(self)():
+            return self._func(*args, **kwargs)
+
+
+class no_grad(_ThreadMode):
+    """Record nothing (in this thread) inside the block or the decorated function."""
+
+    attribute = "grad_enabled"
+    value = False
+
+
+class enable_grad(_ThreadMode):
+    """Record again inside a no_grad block (in this thread)."""
+
+    attribute = "grad_enabled"
+    value = True
+
+
+class detect_anomaly(_ThreadMode):
+    """Raise FloatingPointError at the first op whose forward value or backward
+    contribution holds NaN or Inf (in this thread)."""
+
+    attribute = "anomaly"
+    value = True
+
+
+def is_grad_enabled():
+    return modes.grad_enabled
+
+
+from ._tensor import make_tensor as _make_tensor  # noqa: E402

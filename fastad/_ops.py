@@ -1,0 +1,763 @@
+"""Every differentiable op, each with its forward and its vjp side by side.
+
+A forward validates its operands, computes the value (compiled kernels for the heavy
+ones) and calls `record`. Its vjp gets the output adjoint `g`, what the forward saved,
+and `out` (see `_autograd`): per input SKIP, None (return a new contribution) or a
+buffer to accumulate into.
+"""
+import builtins
+
+import numpy as np
+
+from . import _kernels as K
+from ._autograd import SKIP, record, vjp_of
+from ._buffers import empty
+from ._tensor import FLOAT_DTYPES, Tensor, to_array
+
+
+
+# --- operands -----------------------------------------------------------------------
+
+def _tensor_arg(op, x):
+    """x as a Tensor (non-Tensors follow the fa.tensor rules)."""
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(to_array(x, what=op))
+
+
+def _constant(op, x, dtype):
+    """A non-Tensor operand next to a Tensor of `dtype`.
+
+    Python and NumPy scalars and int/bool arrays take `dtype`; a float array of the
+    other precision is a mixed-dtype TypeError (as in fa.tensor's rules).
+    """
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return x  # a Python scalar is weakly typed in NumPy: the result keeps `dtype`
+    array = np.asarray(x)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"{op}: cannot use {array.dtype} data as an operand")
+    if isinstance(x, np.ndarray) and array.dtype in FLOAT_DTYPES and array.dtype != dtype:
+        raise TypeError(f"{op}: cannot mix {dtype} and {array.dtype} operands")
+    return to_array(array, dtype, what=op)
+
+
+def _operands(op, a, b):
+    """(a value, b value, a Tensor or None, b Tensor or None), with one shared dtype."""
+    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
+    if a_is and b_is:
+        if a.value.dtype != b.value.dtype:
+            raise TypeError(f"{op}: cannot mix {a.value.dtype} and {b.value.dtype} tensors")
+        return a.value, b.value, a, b
+    if a_is:
+        return a.value, _constant(op, b, a.value.dtype), a, None
+    if b_is:
+        return _constant(op, a, b.value.dtype), b.value, None, b
+    a, b = _tensor_arg(op, a), _tensor_arg(op, b)
+    return _operands(op, a, b)
+
+
+def _shape_error(op, *values):
+    shapes = " and ".join(str(np.shape(v)) for v in values)
+    return ValueError(f"{op}: shapes {shapes} do not broadcast together")
+
+
+def _contiguous(x):
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+# --- accumulating contributions -------------------------------------------------------
+
+def _accumulate(out, contribution):
+    """The first contribution is kept as it is; later ones are added into `out`."""
+    if out is None:
+        return contribution
+    out += contribution
+    return out
+
+
+def _sum_to(g, shape):
+    """Sum a broadcast adjoint back down to an operand's shape (a fresh array)."""
+    lead = g.ndim - len(shape)
+    if lead:
+        g = np.asarray(g.sum(axis=tuple(range(lead))))
+    ones = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if ones:
+        g = g.sum(axis=ones, keepdims=True)
+    return g
+
+
+def _accumulate_reduced(out, g, shape):
+    """Accumulate `g`, summed over the axes an operand of `shape` was broadcast along."""
+    if g.shape == shape:
+        return _accumulate(out, g)
+    if g.ndim == 2 and len(shape) == 1 and g.shape[1] == shape[0] and g.flags.c_contiguous:
+        return _column_sum(out, g)
+    return _accumulate(out, _sum_to(g, shape))
+
+
+def _accumulate_broadcast(out, g, shape):
+    """Accumulate `g` broadcast up to `shape`."""
+    if out is None:
+        out = np.empty(shape, g.dtype)
+        out[...] = g
+        return out
+    out += g
+    return out
+
+
+def _kernel_out(out, shape, dtype):
+    """(buffer, accumulate) for a kernel writing a contribution into `out`."""
+    if out is None:
+        return empty(shape, dtype), False
+    return out, True
+
+
+# --- broadcasting arithmetic -------------------------------------------------------------
+
+def add(a, b):
+    """a + b with NumPy broadcasting."""
+    av, bv, ta, tb = _operands("add", a, b)
+    if (type(av) is np.ndarray and type(bv) is np.ndarray and av.ndim == 2 and bv.ndim == 1 and av.shape[1] == bv.shape[0]
+            and av.flags.c_contiguous and bv.flags.c_contiguous):
+        value = np.empty(av.shape, av.dtype)
+        K.add_row(av, bv, value)
+    else:
+        try:
+            value = av + bv
+        except ValueError:
+            raise _shape_error("add", av, bv) from None
+    return record(add_vjp, value, (ta, tb), (np.shape(av), np.shape(bv)))
+
+
+@vjp_of("add")
+def add_vjp(g, saved, out):
+    a_shape, b_shape = saved
+    return (_accumulate_reduced(out[0], g, a_shape) if out[0] is not SKIP else None,
+            _accumulate_reduced(out[1], g, b_shape) if out[1] is not SKIP else None)
+
+
+def _column_sum(out, g):
+    buffer, accumulate = _kernel_out(out, g.shape[1:], g.dtype)
+    K.column_sum(g, buffer, accumulate)
+    return buffer
+
+
+def sub(a, b):
+    """a - b with NumPy broadcasting."""
+    av, bv, ta, tb = _operands("sub", a, b)
+    try:
+        value = av - bv
+    except ValueError:
+        raise _shape_error("sub", av, bv) from None
+    return record(sub_vjp, value, (ta, tb), (np.shape(av), np.shape(bv)))
+
+
+@vjp_of("sub")
+def sub_vjp(g, saved, out):
+    a_shape, b_shape = saved
+    return (_accumulate_reduced(out[0], g, a_shape) if out[0] is not SKIP else None,
+            _accumulate_reduced(out[1], -g, b_shape) if out[1] is not SKIP else None)
+
+
+def mul(a, b):
+    """a * b with NumPy broadcasting."""
+    av, bv, ta, tb = _operands("mul", a, b)
+    try:
+        value = av * bv
+    except ValueError:
+        raise _shape_error("mul", av, bv) from None
+    return record(mul_vjp, value, (ta, tb), (av, bv))
+
+
+@vjp_of("mul")
+def mul_vjp(g, saved, out):
+    a, b = saved
+    return (_accumulate_reduced(out[0], g * b, np.shape(a)) if out[0] is not SKIP else None,
+            _accumulate_reduced(out[1], g * a, np.shape(b)) if out[1] is not SKIP else None)
+
+
+def div(a, b):
+    """a / b with NumPy broadcasting."""
+    av, bv, ta, tb = _operands("div", a, b)
+    try:
+        value = av / bv
+    except ValueError:
+        raise _shape_error("div", av, bv) from None
+    return record(div_vjp, value, (ta, tb), (av, bv))
+
+
+@vjp_of("div")
+def div_vjp(g, saved, out):
+    a, b = saved
+    return (_accumulate_reduced(out[0], g / b, np.shape(a)) if out[0] is not SKIP else None,
+            _accumulate_reduced(out[1], -g * a / (b * b), np.shape(b))
+            if out[1] is not SKIP else None)
+
+
+def pow(a, b):
+    """a ** b with NumPy broadcasting (b is usually a scalar exponent)."""
+    av, bv, ta, tb = _operands("pow", a, b)
+    try:
+        value = av ** bv
+    except ValueError:
+        raise _shape_error("pow", av, bv) from None
+    return record(pow_vjp, value, (ta, tb), (av, bv, value))
+
+
+@vjp_of("pow")
+def pow_vjp(g, saved, out):
+    a, b, y = saved
+    return (_accumulate_reduced(out[0], g * b * a ** (b - 1), np.shape(a))
+            if out[0] is not SKIP else None,
+            _accumulate_reduced(out[1], g * y * np.log(a), np.shape(b))
+            if out[1] is not SKIP else None)
+
+
+def where(cond, a, b):
+    """Elementwise a where cond is true, else b (cond needs no gradient)."""
+    cond = np.asarray(cond.value if isinstance(cond, Tensor) else cond).astype(bool)
+    av, bv, ta, tb = _operands("where", a, b)
+    try:
+        value = np.where(cond, av, bv)
+    except ValueError:
+        raise _shape_error("where", cond, av, bv) from None
+    return record(where_vjp, value, (ta, tb), (cond, np.shape(av), np.shape(bv)))
+
+
+@vjp_of("where")
+def where_vjp(g, saved, out):
+    cond, a_shape, b_shape = saved
+    zero = g.dtype.type(0)
+    return (_accumulate_reduced(out[0], np.where(cond, g, zero), a_shape)
+            if out[0] is not SKIP else None,
+            _accumulate_reduced(out[1], np.where(cond, zero, g), b_shape)
+            if out[1] is not SKIP else None)
+
+
+# --- elementwise functions -----------------------------------------------------------
+
+def neg(x):
+    """-x."""
+    x = _tensor_arg("neg", x)
+    return record(neg_vjp, -x.value, (x,))
+
+
+@vjp_of("neg")
+def neg_vjp(g, saved, out):
+    return (_accumulate(out[0], -g),)
+
+
+def exp(x):
+    """e ** x."""
+    x = _tensor_arg("exp", x)
+    y = np.exp(x.value)
+    return record(exp_vjp, y, (x,), (y,))
+
+
+@vjp_of("exp")
+def exp_vjp(g, saved, out):
+    (y,) = saved
+    return (_accumulate(out[0], g * y),)
+
+
+def log(x):
+    """Natural log. log(softmax(z)) is computed as log_softmax(z), stably."""
+    origin = getattr(x, "_origin", None)
+    if origin is not None:
+        return log_softmax(*origin)
+    x = _tensor_arg("log", x)
+    return record(log_vjp, np.log(x.value), (x,), (x.value,))
+
+
+@vjp_of("log")
+def log_vjp(g, saved, out):
+    (x,) = saved
+    return (_accumulate(out[0], g / x),)
+
+
+def sqrt(x):
+    """Square root."""
+    x = _tensor_arg("sqrt", x)
+    y = np.sqrt(x.value)
+    return record(sqrt_vjp, y, (x,), (y,))
+
+
+@vjp_of("sqrt")
+def sqrt_vjp(g, saved, out):
+    (y,) = saved
+    return (_accumulate(out[0], g / (2 * y)),)
+
+
+def abs(x):
+    """|x|, with abs'(0) = 0."""
+    x = _tensor_arg("abs", x)
+    return record(abs_vjp, np.abs(x.value), (x,), (x.value,))
+
+
+@vjp_of("abs")
+def abs_vjp(g, saved, out):
+    (x,) = saved
+    return (_accumulate(out[0], g * np.sign(x)),)
+
+
+def tanh(x):
+    """Hyperbolic tangent."""
+    x = _tensor_arg("tanh", x)
+    y = np.tanh(x.value)
+    return record(tanh_vjp, y, (x,), (y,))
+
+
+@vjp_of("tanh")
+def tanh_vjp(g, saved, out):
+    (y,) = saved
+    return (_accumulate(out[0], g * (1 - y * y)),)
+
+
+def relu(x):
+    """max(x, 0), with relu'(0) = 0."""
+    x = _tensor_arg("relu", x)
+    return record(relu_vjp, np.maximum(x.value, 0), (x,), (x.value,))
+
+
+@vjp_of("relu")
+def relu_vjp(g, saved, out):
+    (x,) = saved
+    return (_accumulate(out[0], np.where(x > 0, g, g.dtype.type(0))),)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), computed stably by a compiled kernel."""
+    x = _tensor_arg("sigmoid", x)
+    xv = _contiguous(x.value)
+    y = np.empty(xv.shape, xv.dtype)
+    K.sigmoid(xv, y)
+    return record(sigmoid_vjp, y, (x,), (y,))
+
+
+@vjp_of("sigmoid")
+def sigmoid_vjp(g, saved, out):
+    (y,) = saved
+    buffer, accumulate = _kernel_out(out[0], y.shape, y.dtype)
+    K.sigmoid_grad(_contiguous(g), y, buffer, accumulate)
+    return (buffer,)
+
+
+# --- softmax family (compiled, along one axis) ---------------------------------------
+
+def _normalize_axis(op, axis, ndim):
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(f"{op}: axis {axis} is out of bounds for {ndim}-d input")
+    return int(axis) % ndim
+
+
+def _rowwise(kernel, x, axis):
+    """Apply a last-axis kernel along `axis` of x."""
+    if axis == x.ndim - 1:
+        x = _contiguous(x)
+        y = np.empty(x.shape, x.dtype)
+        kernel(x, y)
+        return y
+    moved = _contiguous(np.moveaxis(x, axis, -1))
+    y = np.empty(moved.shape, moved.dtype)
+    kernel(moved, y)
+    return np.moveaxis(y, -1, axis)
+
+
+def _rowwise_grad(kernel, out, g, y, axis):
+    """Accumulate a last-axis backward kernel's contribution along `axis`."""
+    if axis == y.ndim - 1 and y.flags.c_contiguous:
+        buffer, accumulate = _kernel_out(out, y.shape, y.dtype)
+        kernel(_contiguous(g), y, buffer, accumulate)
+        return buffer
+    moved_y = _contiguous(np.moveaxis(y, axis, -1))
+    result = np.empty(moved_y.shape, y.dtype)
+    kernel(_contiguous(np.moveaxis(g, axis, -1)), moved_y, result, False)
+    return _accumulate(out, np.moveaxis(result, -1, axis))
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis` (max subtracted first)."""
+    x = _tensor_arg("softmax", x)
+    axis = _normalize_axis("softmax", axis, x.ndim)
+    y = _rowwise(K.softmax, x.value, axis)
+    result = record(softmax_vjp, y, (x,), (y, axis))
+    result._origin = (x, axis)
+    return result
+
+
+@vjp_of("softmax")
+def softmax_vjp(g, saved, out):
+    y, axis = saved
+    return (_rowwise_grad(K.softmax_grad, out[0], g, y, axis),)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along `axis`, stable for any logits."""
+    x = _tensor_arg("log_softmax", x)
+    axis = _normalize_axis("log_softmax", axis, x.ndim)
+    y = _rowwise(K.log_softmax, x.value, axis)
+    return record(log_softmax_vjp, y, (x,), (y, axis))
+
+
+@vjp_of("log_softmax")
+def log_softmax_vjp(g, saved, out):
+    y, axis = saved
+    return (_rowwise_grad(K.log_softmax_grad, out[0], g, y, axis),)
+
+
+# --- losses with integer labels ---------------------------------------------------------
+
+def _labels(op, labels, shape):
+    """Validated labels for (N, C) scores: a C-contiguous intp array of length N."""
+    if len(shape) != 2:
+        raise ValueError(f"{op}: expects (N, C) scores, got shape {shape}")
+    n, c = shape
+    if n == 0:
+        raise ValueError(f"{op}: empty batch (shape {shape})")
+    if isinstance(labels, Tensor):
+        labels = labels.value
+    array = np.asarray(labels)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{op}: labels must be integers, got dtype {array.dtype}")
+    if array.shape != (n,):
+        raise ValueError(f"{op}: labels have shape {array.shape}, expected ({n},) for "
+                         f"scores of shape {shape}")
+    low, high = array.min(), array.max()
+    if low < 0 or high >= c:
+        bad = low if low < 0 else high
+        raise IndexError(f"{op}: label {bad} is out of range [0, {c})")
+    return np.ascontiguousarray(array, dtype=np.intp)
+
+
+def _reduce_losses(op, losses, reduction):
+    if reduction == "mean":
+        return np.asarray(losses.mean(), dtype=losses.dtype)
+    if reduction == "sum":
+        return np.asarray(losses.sum(), dtype=losses.dtype)
+    if reduction == "none":
+        return losses
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _row_scale(g, reduction, n):
+    """Per-row weight of each loss term in the reduced loss, times the adjoint."""
+    if reduction == "mean":
+        return np.full(n, g / n, g.dtype)
+    if reduction == "sum":
+        return np.full(n, g, g.dtype)
+    return _contiguous(g)
+
+
+def cross_entropy(logits, labels, reduction="mean"):
+    """Softmax cross-entropy of (N, C) logits against integer labels, fused and stable."""
+    x = _tensor_arg("cross_entropy", logits)
+    labels = _labels("cross_entropy", labels, x.shape)
+    xv = _contiguous(x.value)
+    probs = np.empty(xv.shape, xv.dtype)
+    losses = np.empty(xv.shape[0], xv.dtype)
+    K.softmax_cross_entropy(xv, labels, probs, losses)
+    value = _reduce_losses("cross_entropy", losses, reduction)
+    return record(cross_entropy_vjp, value, (x,), (probs, labels, reduction))
+
+
+@vjp_of("cross_entropy")
+def cross_entropy_vjp(g, saved, out):
+    probs, labels, reduction = saved
+    buffer, accumulate = _kernel_out(out[0], probs.shape, probs.dtype)
+    scale = _row_scale(g, reduction, len(labels))
+    K.softmax_cross_entropy_grad(probs, labels, scale, buffer, accumulate)
+    return (buffer,)
+
+
+def nll_loss(log_probs, labels, reduction="mean"):
+    """Negative log-likelihood of (N, C) log-probabilities at integer labels."""
+    x = _tensor_arg("nll_loss", log_probs)
+    labels = _labels("nll_loss", labels, x.shape)
+    picked = np.empty(x.shape[0], x.dtype)
+    K.pick(_contiguous(x.value), labels, picked)
+    value = _reduce_losses("nll_loss", -picked, reduction)
+    return record(nll_loss_vjp, value, (x,), (labels, x.shape, reduction))
+
+
+@vjp_of("nll_loss")
+def nll_loss_vjp(g, saved, out):
+    labels, shape, reduction = saved
+    buffer, accumulate = _kernel_out(out[0], shape, g.dtype)
+    K.pick_grad(-_row_scale(g, reduction, shape[0]), labels, buffer, accumulate)
+    return (buffer,)
+
+
+def argmax(x, axis=None):
+    """Indices of the maxima (an ndarray; not differentiable)."""
+    return np.argmax(x.value if isinstance(x, Tensor) else np.asarray(x), axis=axis)
+
+
+# --- matrix products -------------------------------------------------------------------
+
+_BLAS_MAX = 2 ** 31 - 1
+
+
+def _blas_ready(m):
+    """m as an operand BLAS reads without a copy: C- or F-contiguous."""
+    if m.flags.c_contiguous or m.flags.f_contiguous:
+        return m
+    return np.ascontiguousarray(m)
+
+
+def _gemm(out, a, b):
+    """out (+)= a @ b through BLAS, allocating out on the first contribution."""
+    buffer, accumulate = _kernel_out(out, (a.shape[0], b.shape[1]), a.dtype)
+    if a.shape[1] == 0:
+        if not accumulate:
+            buffer.fill(0)
+    elif buffer.size:
+        K.gemm(_blas_ready(a), _blas_ready(b), buffer, accumulate)
+    return buffer
+
+
+def _check_matmul(a, b):
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must be at least 1-d, got shapes {a.shape} "
+                         f"and {b.shape}")
+    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if a.shape[-1] != inner_b:
+        raise ValueError(f"matmul: inner dimensions differ: shapes {a.shape} and {b.shape}")
+
+
+def _fits_blas(a, b):
+    return (a.ndim == 2 and b.ndim == 2
+            and builtins.max(a.shape + b.shape) <= _BLAS_MAX)
+
+
+def matmul(a, b):
+    """Matrix product with NumPy matmul semantics (1-D, 2-D and batched N-D)."""
+    av, bv, ta, tb = _operands("matmul", a, b)
+    av, bv = np.asarray(av), np.asarray(bv)
+    _check_matmul(av, bv)
+    if _fits_blas(av, bv):
+        av, bv = _blas_ready(av), _blas_ready(bv)
+        value = _gemm(None, av, bv)
+    else:
+        try:
+            value = np.matmul(av, bv)
+        except ValueError:
+            raise ValueError(f"matmul: batch shapes of {av.shape} and {bv.shape} do not "
+                             "broadcast together") from None
+    return record(matmul_vjp, value, (ta, tb), (av, bv))
+
+
+dot = matmul
+
+
+@vjp_of("matmul")
+def matmul_vjp(g, saved, out):
+    a, b = saved
+    if _fits_blas(a, b):
+        # dA = g @ B^T and dB = A^T @ g: the transposes are BLAS flags, not copies.
+        return (_gemm(out[0], g, b.T) if out[0] is not SKIP else None,
+                _gemm(out[1], a.T, g) if out[1] is not SKIP else None)
+    a2 = a[None, :] if a.ndim == 1 else a  # NumPy's promotion of 1-D operands
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g[..., None] if b.ndim == 1 else g
+    g2 = g2[..., None, :] if a.ndim == 1 else g2
+    return (_accumulate(out[0], _sum_to(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape))
+            if out[0] is not SKIP else None,
+            _accumulate(out[1], _sum_to(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape))
+            if out[1] is not SKIP else None)
+
+
+# --- reductions -----------------------------------------------------------------------
+
+def _axes(op, axis, ndim):
+    """axis (None, int or tuple) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    normalized = tuple(sorted(_normalize_axis(op, a, ndim) for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return normalized
+
+
+def _expand(g, axes, keepdims):
+    """The adjoint of a reduction, with the reduced axes restored as size 1."""
+    return g if keepdims else np.expand_dims(g, axes)
+
+
+def sum(x, axis=None, keepdims=False):
+    """Sum over `axis` (None: all; an int or a tuple)."""
+    x = _tensor_arg("sum", x)
+    axes = _axes("sum", axis, x.ndim)
+    value = np.asarray(x.value.sum(axis=axes, keepdims=keepdims))
+    return record(sum_vjp, value, (x,), (x.shape, axes, keepdims))
+
+
+@vjp_of("sum")
+def sum_vjp(g, saved, out):
+    shape, axes, keepdims = saved
+    return (_accumulate_broadcast(out[0], _expand(g, axes, keepdims), shape),)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over `axis` (None: all; an int or a tuple)."""
+    x = _tensor_arg("mean", x)
+    axes = _axes("mean", axis, x.ndim)
+    value = np.asarray(x.value.mean(axis=axes, keepdims=keepdims))
+    count = int(np.prod([x.shape[a] for a in axes]))
+    return record(mean_vjp, value, (x,), (x.shape, axes, keepdims, count))
+
+
+@vjp_of("mean")
+def mean_vjp(g, saved, out):
+    shape, axes, keepdims, count = saved
+    return (_accumulate_broadcast(out[0], _expand(g, axes, keepdims) / count, shape),)
+
+
+def max(x, axis=None, keepdims=False):
+    """Maximum over `axis`; tied maxima share the gradient equally."""
+    x = _tensor_arg("max", x)
+    axes = _axes("max", axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"max: cannot reduce an empty axis (shape {x.shape}, axis {axis!r})")
+    value = np.asarray(x.value.max(axis=axes, keepdims=keepdims))
+    return record(max_vjp, value, (x,), (x.value, value, axes, keepdims))
+
+
+@vjp_of("max")
+def max_vjp(g, saved, out):
+    x, y, axes, keepdims = saved
+    is_max = x == _expand(y, axes, keepdims)
+    ties = is_max.sum(axis=axes, keepdims=True)
+    return (_accumulate(out[0], is_max * (_expand(g, axes, keepdims) / ties)),)
+
+
+# --- shapes and indexing ------------------------------------------------------------------
+
+def reshape(x, *shape):
+    """x with a new shape (same elements, C order)."""
+    x = _tensor_arg("reshape", x)
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+        shape = tuple(shape[0])
+    try:
+        value = x.value.reshape(shape)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"reshape: cannot reshape {x.shape} into {shape}: {e}") from None
+    return record(reshape_vjp, value, (x,), (x.shape,))
+
+
+@vjp_of("reshape")
+def reshape_vjp(g, saved, out):
+    (shape,) = saved
+    return (_accumulate(out[0], g.reshape(shape)),)
+
+
+def transpose(x, *axes):
+    """x with its axes permuted (reversed when none are given)."""
+    x = _tensor_arg("transpose", x)
+    if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+        axes = axes[0]
+    axes = tuple(range(x.ndim))[::-1] if axes is None or len(axes) == 0 else tuple(axes)
+    try:
+        value = x.value.transpose(axes)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"transpose: bad axes {axes} for shape {x.shape}: {e}") from None
+    return record(transpose_vjp, value, (x,), (np.argsort(axes),))
+
+
+@vjp_of("transpose")
+def transpose_vjp(g, saved, out):
+    (inverse,) = saved
+    return (_accumulate(out[0], g.transpose(inverse)),)
+
+
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate: needs at least one tensor")
+    tensors = [_tensor_arg("concatenate", t) for t in tensors]
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        raise TypeError(f"concatenate: cannot mix dtypes {sorted(map(str, dtypes))}")
+    try:
+        value = np.concatenate([t.value for t in tensors], axis=axis)
+    except ValueError as e:
+        shapes = [t.shape for t in tensors]
+        raise ValueError(f"concatenate: shapes {shapes} along axis {axis}: {e}") from None
+    axis = _normalize_axis("concatenate", axis, value.ndim)
+    splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    return record(concatenate_vjp, value, tuple(tensors), (splits, axis))
+
+
+@vjp_of("concatenate")
+def concatenate_vjp(g, saved, out):
+    splits, axis = saved
+    pieces = np.split(g, splits, axis=axis)
+    return tuple(None if o is SKIP else _accumulate(o, p) for o, p in zip(out, pieces))
+
+
+def _index_key(index):
+    """An index with Tensors replaced by their values and lists by arrays."""
+    if isinstance(index, tuple):
+        return tuple(_index_key(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.value
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def _is_advanced(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, np.ndarray) for p in parts)
+
+
+def _row_labels(shape, index):
+    """Labels y when index is (arange(N), y) on an (N, C) array, with y in [0, C)."""
+    if len(shape) != 2 or not isinstance(index, tuple) or len(index) != 2:
+        return None
+    rows, cols = index
+    n, c = shape
+    if not (isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray)
+            and rows.shape == (n,) and cols.shape == (n,) and n > 0
+            and rows.dtype.kind in "iu" and cols.dtype.kind in "iu"):
+        return None
+    if not np.array_equal(rows, np.arange(n)) or cols.min() < 0 or cols.max() >= c:
+        return None
+    return np.ascontiguousarray(cols, dtype=np.intp)
+
+
+def getitem(x, index):
+    """x[index]: basic slicing and integer/boolean array indexing, as NumPy does."""
+    x = _tensor_arg("getitem", x)
+    index = _index_key(index)
+    labels = _row_labels(x.shape, index)
+    if labels is not None:
+        value = np.empty(x.shape[0], x.dtype)
+        K.pick(_contiguous(x.value), labels, value)
+        return record(pick_vjp, value, (x,), (labels, x.shape))
+    value = x.value[index]
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value)
+    return record(getitem_vjp, value, (x,), (index, x.shape))
+
+
+@vjp_of("getitem")
+def getitem_vjp(g, saved, out):
+    index, shape = saved
+    buffer = np.zeros(shape, g.dtype) if out[0] is None else out[0]
+    if _is_advanced(index):
+        np.add.at(buffer, index, g)
+    else:
+        buffer[index] += g
+    return (buffer,)
+
+
+@vjp_of("getitem")
+def pick_vjp(g, saved, out):
+    labels, shape = saved
+    buffer, accumulate = _kernel_out(out[0], shape, g.dtype)
+    K.pick_grad(_contiguous(g), labels, buffer, accumulate)
+    return (buffer,)
