@@ -38,6 +38,20 @@ class Node:
 
     __slots__ = ("vjp", "parents", "saved", "index", "versions", "released")
 
+    def __init__(self, vjp, parents, saved):
+        self.vjp = vjp
+        self.parents = parents
+        self.saved = saved
+        self.index = _next_index()
+        self.released = False
+        # Leaves are checked at sweep time for in-place updates made after recording.
+        self.versions = None
+        for p in parents:
+            if p is not None and type(p) is not Node:
+                self.versions = tuple((leaf, leaf._version) for leaf in parents
+                                      if leaf is not None and type(leaf) is not Node)
+                break
+
     def __repr__(self):
         return f"<Node {self.vjp.op_name} #{self.index}>"
 
@@ -55,28 +69,18 @@ def record(vjp, value, inputs, saved=()):
 
     `inputs` are the op's operands: Tensors, or None for constants.
     """
+    if type(value) is not np.ndarray:
+        value = np.asarray(value)  # NumPy returns scalars, not 0-d arrays, from 0-d math
     if modes.anomaly:
         _check_finite(value, f"the forward value of '{vjp.op_name}'")
-    node = None
-    if modes.grad_enabled:
-        parents = tuple(_parent(t) for t in inputs)
-        if any(p is not None for p in parents):
-            node = Node()
-            node.vjp = vjp
-            node.parents = parents
-            node.saved = saved
-            node.index = _next_index()
-            node.released = False
-            node.versions = tuple((p, p._version) for p in parents if type(p) is not Node
-                                  and p is not None) or None
-    t = _make_tensor(value, vjp.op_name, node)
-    return t
-
-
-def _parent(t):
-    if t is None or not t.requires_grad:
-        return None
-    return t._node if t._node is not None else t
+    if not modes.grad_enabled:
+        return _make_tensor(value, vjp.op_name, None)
+    parents = tuple([None if t is None or not t.requires_grad else t._node or t
+                     for t in inputs])
+    for parent in parents:
+        if parent is not None:
+            return _make_tensor(value, vjp.op_name, Node(vjp, parents, saved))
+    return _make_tensor(value, vjp.op_name, None)
 
 
 def _check_finite(array, what):
@@ -106,76 +110,72 @@ class Sweep:
     def gradients(self, keys, retain_graph):
         """The final adjoints of `keys` (Nodes or leaf Tensors, all reachable)."""
         with self.lock:
-            pending = [self.final_at[k] for k in keys if k not in self.results]
-            if pending:
-                self._run(min(pending), retain_graph)
-            values = []
-            for k in keys:
-                if k not in self.results:
-                    if k not in self.adjoints:
-                        raise RuntimeError(
-                            "the gradient of an intermediate tensor was asked for after the "
-                            "sweep had released it; pass retain_graph=True to the earlier "
-                            "fa.grad call to keep it")
-                    self.results[k] = self.adjoints[k]
-                    self.unowned.add(k)
-                values.append(self.results[k])
-            return values
+            pending = {k for k in keys if k not in self.results}
+            # Latest-final first, so an intermediate is collected before the sweep passes it.
+            for key in sorted(pending, key=self.final_at.__getitem__, reverse=True):
+                self._run(self.final_at[key], retain_graph)
+                if key not in self.adjoints:
+                    raise RuntimeError(
+                        "the gradient of an intermediate tensor was asked for after the "
+                        "sweep had released it; pass retain_graph=True to the earlier "
+                        "fa.grad call to keep it")
+                self.results[key] = self.adjoints[key]
+                self.unowned.add(key)
+            return [self.results[k] for k in keys]
 
     def _run(self, stop, retain_graph):
         """Process nodes until every node numbered >= stop is done."""
         order, adjoints, unowned = self.order, self.adjoints, self.unowned
         anomaly = modes.anomaly
-        while self.position < len(order) and order[self.position].index >= stop:
-            node = order[self.position]
-            self.position += 1
-            if node.released:
-                raise RuntimeError(
-                    f"the graph through '{node.vjp.op_name}' was already released by an "
-                    "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
-                    "to sweep it again")
-            if node.versions is not None:
-                _check_versions(node)
-            if retain_graph:
-                g = adjoints[node]
-                movable = False
-            else:
-                g = adjoints.pop(node)
-                movable = node not in unowned
-            out = tuple(SKIP if p is None else
-                        (None if p in unowned else adjoints.get(p)) for p in node.parents)
-            grads = node.vjp(g, node.saved, out)
-            for parent, buffer, contribution in zip(node.parents, out, grads):
-                if parent is None:
-                    continue
-                if anomaly:
-                    _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
-                if contribution is buffer:
-                    continue
-                if contribution is g:
-                    owned, movable = movable, False
+        position = self.position
+        try:
+            while position < len(order) and order[position].index >= stop:
+                node = order[position]
+                position += 1
+                if node.released:
+                    raise RuntimeError(
+                        f"the graph through '{node.vjp.op_name}' was already released by an "
+                        "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
+                        "to sweep it again")
+                if node.versions is not None:
+                    _check_versions(node)
+                if retain_graph:
+                    g = adjoints[node]
+                    movable = False
                 else:
-                    owned = contribution.base is None
-                self._add(parent, contribution, owned)
-            if not retain_graph:
-                node.saved = None
-                node.released = True
-                self.released_any = True
-
-    def _add(self, parent, contribution, owned):
-        adjoints, unowned = self.adjoints, self.unowned
-        existing = adjoints.get(parent)
-        if existing is None:
-            adjoints[parent] = contribution
-            if not owned:
-                unowned.add(parent)
-            return
-        if owned:
-            contribution += existing
-            adjoints[parent] = contribution
-        else:
-            adjoints[parent] = existing + contribution
-        unowned.discard(parent)
+                    g = adjoints.pop(node)
+                    movable = node not in unowned
+                parents = node.parents
+                out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
+                             for p in parents])
+                grads = node.vjp(g, node.saved, out)
+                for parent, buffer, contribution in zip(parents, out, grads):
+                    if parent is None:
+                        continue
+                    if anomaly:
+                        _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
+                    if contribution is buffer:
+                        continue  # accumulated in place
+                    if type(contribution) is not np.ndarray:
+                        contribution = np.asarray(contribution)  # a NumPy scalar from 0-d math
+                    if contribution is g:
+                        owned, movable = movable, False  # g moves to one parent at most
+                    else:
+                        owned = contribution.base is None
+                    existing = adjoints.get(parent)
+                    if existing is None:
+                        adjoints[parent] = contribution
+                        if not owned:
+                            unowned.add(parent)
+                    else:
+                        adjoints[parent] = _combine(existing, contribution, owned)
+                        unowned.discard(parent)
+                if not retain_graph:
+                    node.saved = None
+                    node.released = True
+                    self.released_any = True
+        finally:
+            self.position = position
 
     def finish(self, retain_graph):
         """Run to the end; return {leaf Tensor: gradient} for every leaf reached."""
@@ -183,6 +183,14 @@ class Sweep:
             self._run(-1, retain_graph)
             return {k: self.results.get(k, self.adjoints.get(k)) for k in self.final_at
                     if type(k) is not Node}
+
+
+def _combine(existing, contribution, owned):
+    """A second contribution to an adjoint that could not be written in place."""
+    if owned:
+        contribution += existing
+        return contribution
+    return existing + contribution
 
 
 def _reachable(root):
@@ -336,16 +344,18 @@ def _accumulate_into_existing_grads(sweep):
 # --- modes ------------------------------------------------------------------------
 
 class _ThreadMode:
-    """A thread-local switch, usable as a context manager and as a decorator."""
+    """A thread-local switch: a context manager, and a decorator as `@mode` or `@mode()`."""
 
     attribute = None
     value = None
 
+    def __new__(cls, func=None):
+        if func is not None:  # used as @mode
+            return cls._decorate(func)
+        return super().__new__(cls)
+
     def __init__(self, func=None):
-        self._func = func
         self._saved = threading.local()
-        if func is not None:
-            functools.update_wrapper(self, func)
 
     def __enter__(self):
         stack = self._saved.__dict__.setdefault("stack", [])
@@ -357,12 +367,16 @@ class _ThreadMode:
         setattr(modes, self.attribute, self._saved.stack.pop())
         return False
 
-    def __call__(self, *args, **kwargs):
-        if self._func is None:  # used as @no_grad()
-            (func,) = args
-            return type(self)(func)
-        with type(self)():
-            return self._func(*args, **kwargs)
+    def __call__(self, func):  # used as @mode()
+        return self._decorate(func)
+
+    @classmethod
+    def _decorate(cls, func):
+        @functools.wraps(func)
+        def run_in_mode(*args, **kwargs):
+            with cls():
+                return func(*args, **kwargs)
+        return run_in_mode
 
 
 class no_grad(_ThreadMode):

@@ -31,7 +31,7 @@ def _constant(op, x, dtype):
     Python and NumPy scalars and int/bool arrays take `dtype`; a float array of the
     other precision is a mixed-dtype TypeError (as in fa.tensor's rules).
     """
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
+    if type(x) is int or type(x) is float:
         return x  # a Python scalar is weakly typed in NumPy: the result keeps `dtype`
     array = np.asarray(x)
     if array.dtype.kind not in "fiub":
@@ -106,111 +106,71 @@ def _accumulate_broadcast(out, g, shape):
 
 
 def _kernel_out(out, shape, dtype):
-    """(buffer, accumulate) for a kernel writing a contribution into `out`."""
-    if out is None:
+    """(buffer, accumulate) for a kernel writing a contribution into `out`.
+
+    Kernels write C order: an adjoint that ended up in another layout gets a fresh
+    contribution, which the sweep then adds to it.
+    """
+    if out is None or not out.flags.c_contiguous:
         return empty(shape, dtype), False
     return out, True
 
 
 # --- broadcasting arithmetic -------------------------------------------------------------
 
-def add(a, b):
-    """a + b with NumPy broadcasting."""
-    av, bv, ta, tb = _operands("add", a, b)
-    if (type(av) is np.ndarray and type(bv) is np.ndarray and av.ndim == 2 and bv.ndim == 1 and av.shape[1] == bv.shape[0]
-            and av.flags.c_contiguous and bv.flags.c_contiguous):
-        value = np.empty(av.shape, av.dtype)
-        K.add_row(av, bv, value)
-    else:
+def _shape(v):
+    return v.shape if type(v) is np.ndarray else ()
+
+
+def _broadcasting(name, compute, grad_a, grad_b, saves_values=True):
+    """A binary op with NumPy broadcasting; grad_a/grad_b(g, a, b, y) are its partials."""
+
+    @vjp_of(name)
+    def vjp(g, saved, out):
+        a_shape, b_shape, a, b, y = saved
+        return (None if out[0] is SKIP else
+                _accumulate_reduced(out[0], grad_a(g, a, b, y), a_shape),
+                None if out[1] is SKIP else
+                _accumulate_reduced(out[1], grad_b(g, a, b, y), b_shape))
+
+    def op(a, b):
+        av, bv, ta, tb = _operands(name, a, b)
         try:
-            value = av + bv
+            y = compute(av, bv)
         except ValueError:
-            raise _shape_error("add", av, bv) from None
-    return record(add_vjp, value, (ta, tb), (np.shape(av), np.shape(bv)))
+            raise _shape_error(name, av, bv) from None
+        saved = (av, bv, y) if saves_values else (None, None, None)
+        return record(vjp, y, (ta, tb), (_shape(av), _shape(bv)) + saved)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"{name}(a, b) elementwise, with NumPy broadcasting."
+    return op
 
 
-@vjp_of("add")
-def add_vjp(g, saved, out):
-    a_shape, b_shape = saved
-    return (_accumulate_reduced(out[0], g, a_shape) if out[0] is not SKIP else None,
-            _accumulate_reduced(out[1], g, b_shape) if out[1] is not SKIP else None)
+def _add_values(a, b):
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 1
+            and a.shape[1] == b.shape[0] and a.flags.c_contiguous and b.flags.c_contiguous):
+        y = np.empty(a.shape, a.dtype)
+        K.add_row(a, b, y)  # the bias pattern: x @ w + b
+        return y
+    return a + b
+
+
+add = _broadcasting("add", _add_values, lambda g, a, b, y: g, lambda g, a, b, y: g,
+                    saves_values=False)
+sub = _broadcasting("sub", np.subtract, lambda g, a, b, y: g, lambda g, a, b, y: -g,
+                    saves_values=False)
+mul = _broadcasting("mul", np.multiply, lambda g, a, b, y: g * b, lambda g, a, b, y: g * a)
+div = _broadcasting("div", np.true_divide, lambda g, a, b, y: g / b,
+                    lambda g, a, b, y: -g * y / b)
+pow = _broadcasting("pow", np.power, lambda g, a, b, y: g * b * a ** (b - 1),
+                    lambda g, a, b, y: g * y * np.log(a, dtype=g.dtype))
 
 
 def _column_sum(out, g):
     buffer, accumulate = _kernel_out(out, g.shape[1:], g.dtype)
     K.column_sum(g, buffer, accumulate)
     return buffer
-
-
-def sub(a, b):
-    """a - b with NumPy broadcasting."""
-    av, bv, ta, tb = _operands("sub", a, b)
-    try:
-        value = av - bv
-    except ValueError:
-        raise _shape_error("sub", av, bv) from None
-    return record(sub_vjp, value, (ta, tb), (np.shape(av), np.shape(bv)))
-
-
-@vjp_of("sub")
-def sub_vjp(g, saved, out):
-    a_shape, b_shape = saved
-    return (_accumulate_reduced(out[0], g, a_shape) if out[0] is not SKIP else None,
-            _accumulate_reduced(out[1], -g, b_shape) if out[1] is not SKIP else None)
-
-
-def mul(a, b):
-    """a * b with NumPy broadcasting."""
-    av, bv, ta, tb = _operands("mul", a, b)
-    try:
-        value = av * bv
-    except ValueError:
-        raise _shape_error("mul", av, bv) from None
-    return record(mul_vjp, value, (ta, tb), (av, bv))
-
-
-@vjp_of("mul")
-def mul_vjp(g, saved, out):
-    a, b = saved
-    return (_accumulate_reduced(out[0], g * b, np.shape(a)) if out[0] is not SKIP else None,
-            _accumulate_reduced(out[1], g * a, np.shape(b)) if out[1] is not SKIP else None)
-
-
-def div(a, b):
-    """a / b with NumPy broadcasting."""
-    av, bv, ta, tb = _operands("div", a, b)
-    try:
-        value = av / bv
-    except ValueError:
-        raise _shape_error("div", av, bv) from None
-    return record(div_vjp, value, (ta, tb), (av, bv))
-
-
-@vjp_of("div")
-def div_vjp(g, saved, out):
-    a, b = saved
-    return (_accumulate_reduced(out[0], g / b, np.shape(a)) if out[0] is not SKIP else None,
-            _accumulate_reduced(out[1], -g * a / (b * b), np.shape(b))
-            if out[1] is not SKIP else None)
-
-
-def pow(a, b):
-    """a ** b with NumPy broadcasting (b is usually a scalar exponent)."""
-    av, bv, ta, tb = _operands("pow", a, b)
-    try:
-        value = av ** bv
-    except ValueError:
-        raise _shape_error("pow", av, bv) from None
-    return record(pow_vjp, value, (ta, tb), (av, bv, value))
-
-
-@vjp_of("pow")
-def pow_vjp(g, saved, out):
-    a, b, y = saved
-    return (_accumulate_reduced(out[0], g * b * a ** (b - 1), np.shape(a))
-            if out[0] is not SKIP else None,
-            _accumulate_reduced(out[1], g * y * np.log(a), np.shape(b))
-            if out[1] is not SKIP else None)
 
 
 def where(cond, a, b):
@@ -221,43 +181,46 @@ def where(cond, a, b):
         value = np.where(cond, av, bv)
     except ValueError:
         raise _shape_error("where", cond, av, bv) from None
-    return record(where_vjp, value, (ta, tb), (cond, np.shape(av), np.shape(bv)))
+    return record(where_vjp, value, (ta, tb), (cond, _shape(av), _shape(bv)))
 
 
 @vjp_of("where")
 def where_vjp(g, saved, out):
     cond, a_shape, b_shape = saved
     zero = g.dtype.type(0)
-    return (_accumulate_reduced(out[0], np.where(cond, g, zero), a_shape)
-            if out[0] is not SKIP else None,
-            _accumulate_reduced(out[1], np.where(cond, zero, g), b_shape)
-            if out[1] is not SKIP else None)
+    return (None if out[0] is SKIP else
+            _accumulate_reduced(out[0], np.where(cond, g, zero), a_shape),
+            None if out[1] is SKIP else
+            _accumulate_reduced(out[1], np.where(cond, zero, g), b_shape))
 
 
 # --- elementwise functions -----------------------------------------------------------
 
-def neg(x):
-    """-x."""
-    x = _tensor_arg("neg", x)
-    return record(neg_vjp, -x.value, (x,))
+def _elementwise(name, compute, grad, saves):
+    """A unary elementwise op; grad(g, s) is its vjp, s the saved input ("x") or output ("y")."""
+
+    @vjp_of(name)
+    def vjp(g, saved, out):
+        return (_accumulate(out[0], grad(g, saved)),)
+
+    def op(x):
+        x = _tensor_arg(name, x)
+        y = compute(x.value)
+        return record(vjp, y, (x,), x.value if saves == "x" else y if saves == "y" else None)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"{name}(x), elementwise."
+    return op
 
 
-@vjp_of("neg")
-def neg_vjp(g, saved, out):
-    return (_accumulate(out[0], -g),)
-
-
-def exp(x):
-    """e ** x."""
-    x = _tensor_arg("exp", x)
-    y = np.exp(x.value)
-    return record(exp_vjp, y, (x,), (y,))
-
-
-@vjp_of("exp")
-def exp_vjp(g, saved, out):
-    (y,) = saved
-    return (_accumulate(out[0], g * y),)
+neg = _elementwise("neg", np.negative, lambda g, _: -g, saves=None)
+exp = _elementwise("exp", np.exp, lambda g, y: g * y, saves="y")
+sqrt = _elementwise("sqrt", np.sqrt, lambda g, y: g / (2 * y), saves="y")
+abs = _elementwise("abs", np.abs, lambda g, x: g * np.sign(x), saves="x")  # abs'(0) = 0
+tanh = _elementwise("tanh", np.tanh, lambda g, y: g * (1 - y * y), saves="y")
+relu = _elementwise("relu", lambda x: np.maximum(x, 0),  # relu'(0) = 0
+                    lambda g, y: np.where(y > 0, g, g.dtype.type(0)), saves="y")
+_log = _elementwise("log", np.log, lambda g, x: g / x, saves="x")
 
 
 def log(x):
@@ -265,64 +228,7 @@ def log(x):
     origin = getattr(x, "_origin", None)
     if origin is not None:
         return log_softmax(*origin)
-    x = _tensor_arg("log", x)
-    return record(log_vjp, np.log(x.value), (x,), (x.value,))
-
-
-@vjp_of("log")
-def log_vjp(g, saved, out):
-    (x,) = saved
-    return (_accumulate(out[0], g / x),)
-
-
-def sqrt(x):
-    """Square root."""
-    x = _tensor_arg("sqrt", x)
-    y = np.sqrt(x.value)
-    return record(sqrt_vjp, y, (x,), (y,))
-
-
-@vjp_of("sqrt")
-def sqrt_vjp(g, saved, out):
-    (y,) = saved
-    return (_accumulate(out[0], g / (2 * y)),)
-
-
-def abs(x):
-    """|x|, with abs'(0) = 0."""
-    x = _tensor_arg("abs", x)
-    return record(abs_vjp, np.abs(x.value), (x,), (x.value,))
-
-
-@vjp_of("abs")
-def abs_vjp(g, saved, out):
-    (x,) = saved
-    return (_accumulate(out[0], g * np.sign(x)),)
-
-
-def tanh(x):
-    """Hyperbolic tangent."""
-    x = _tensor_arg("tanh", x)
-    y = np.tanh(x.value)
-    return record(tanh_vjp, y, (x,), (y,))
-
-
-@vjp_of("tanh")
-def tanh_vjp(g, saved, out):
-    (y,) = saved
-    return (_accumulate(out[0], g * (1 - y * y)),)
-
-
-def relu(x):
-    """max(x, 0), with relu'(0) = 0."""
-    x = _tensor_arg("relu", x)
-    return record(relu_vjp, np.maximum(x.value, 0), (x,), (x.value,))
-
-
-@vjp_of("relu")
-def relu_vjp(g, saved, out):
-    (x,) = saved
-    return (_accumulate(out[0], np.where(x > 0, g, g.dtype.type(0))),)
+    return _log(x)
 
 
 def sigmoid(x):
@@ -383,7 +289,8 @@ def softmax(x, axis=-1):
     axis = _normalize_axis("softmax", axis, x.ndim)
     y = _rowwise(K.softmax, x.value, axis)
     result = record(softmax_vjp, y, (x,), (y, axis))
-    result._origin = (x, axis)
+    # For log(): the logits, cut from the graph if this softmax itself was not recorded.
+    result._origin = (x if result._node is not None else x.detach(), axis)
     return result
 
 
@@ -491,7 +398,7 @@ def nll_loss_vjp(g, saved, out):
 
 def argmax(x, axis=None):
     """Indices of the maxima (an ndarray; not differentiable)."""
-    return np.argmax(x.value if isinstance(x, Tensor) else np.asarray(x), axis=axis)
+    return np.asarray(np.argmax(x.value if isinstance(x, Tensor) else np.asarray(x), axis=axis))
 
 
 # --- matrix products -------------------------------------------------------------------
@@ -629,7 +536,7 @@ def max(x, axis=None, keepdims=False):
 def max_vjp(g, saved, out):
     x, y, axes, keepdims = saved
     is_max = x == _expand(y, axes, keepdims)
-    ties = is_max.sum(axis=axes, keepdims=True)
+    ties = is_max.sum(axis=axes, keepdims=True, dtype=g.dtype)
     return (_accumulate(out[0], is_max * (_expand(g, axes, keepdims) / ties)),)
 
 
