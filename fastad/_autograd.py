@@ -110,6 +110,7 @@ class Sweep:
     def gradients(self, keys, retain_graph):
         """The final adjoints of `keys` (Nodes or leaf Tensors, all reachable)."""
         with self.lock:
+            self._check_remaining()
             pending = {k for k in keys if k not in self.results}
             # Latest-final first, so an intermediate is collected before the sweep passes it.
             for key in sorted(pending, key=self.final_at.__getitem__, reverse=True):
@@ -132,13 +133,6 @@ class Sweep:
             while position < len(order) and order[position].index >= stop:
                 node = order[position]
                 position += 1
-                if node.released:
-                    raise RuntimeError(
-                        f"the graph through '{node.vjp.op_name}' was already released by an "
-                        "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
-                        "to sweep it again")
-                if node.versions is not None:
-                    _check_versions(node)
                 if retain_graph:
                     g = adjoints[node]
                     movable = False
@@ -177,9 +171,22 @@ class Sweep:
         finally:
             self.position = position
 
+    def _check_remaining(self):
+        """Refuse, before doing any work, a sweep through a released graph or through an
+        op whose leaf inputs were updated in place after it was recorded."""
+        for node in self.order[self.position:]:
+            if node.released:
+                raise RuntimeError(
+                    f"the graph through '{node.vjp.op_name}' was already released by an "
+                    "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
+                    "to sweep it again")
+            if node.versions is not None:
+                _check_versions(node)
+
     def finish(self, retain_graph):
         """Run to the end; return {leaf Tensor: gradient} for every leaf reached."""
         with self.lock:
+            self._check_remaining()
             self._run(-1, retain_graph)
             return {k: self.results.get(k, self.adjoints.get(k)) for k in self.final_at
                     if type(k) is not Node}
