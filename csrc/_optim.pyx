@@ -1,0 +1,184 @@
+# distutils: extra_compile_args = -fno-math-errno
+"""Fused optimizer updates: one pass over each parameter, no temporaries.
+
+NumPy would need several passes and temporaries per update (Adam: about ten); these
+kernels read each element of the parameter, its gradient and its state once and
+write the parameter and state back in place.
+
+The Python layer (fastad/optim.py) has validated everything: the parameter, gradient
+and state arrays are C-contiguous, of one dtype (float32 or float64) and one size.
+The arithmetic follows torch.optim's single-tensor code operation by operation, in the
+parameter's precision (hyperparameters are rounded to it first, as PyTorch does).
+
+Vectorisation: each loop body is an inline function whose option flags are literal
+constants at its call sites, so every option combination compiles to its own
+branch-free loop that the C compiler vectorises. `-fno-math-errno` (the line above)
+lets it vectorise sqrt too: the argument (a running mean of squares) is never negative.
+"""
+cimport numpy as cnp
+from libc.math cimport fabs, sqrt, sqrtf
+
+cnp.import_array()
+
+ctypedef fused real:
+    float
+    double
+
+ctypedef cnp.npy_intp index_t
+
+
+cdef inline bint is_f32(cnp.ndarray a) noexcept:
+    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+
+
+cdef inline void* ptr(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline real sqrt_(real v) noexcept nogil:
+    if real is float:
+        return sqrtf(v)
+    else:
+        return sqrt(v)
+
+
+# ----------------------------------------------------------------------------
+# SGD (dampening 0):  d = g + wd * p  (only when wd != 0, as PyTorch)
+#   momentum:  buf = buf * momentum + d  (buf starts at zero, so the first step
+#              sets buf = d, as PyTorch does);  d = buf, or d + momentum * buf
+#              with Nesterov
+#   p = p - lr * d
+# ----------------------------------------------------------------------------
+
+cdef enum Momentum:
+    NONE, HEAVY_BALL, NESTEROV
+
+
+cdef inline void sgd_loop(real* p, const real* g, real* buf, index_t size, real lr,
+                          real momentum, real weight_decay, bint decay,
+                          Momentum kind) noexcept nogil:
+    cdef index_t i
+    cdef real d
+    for i in range(size):
+        d = g[i]
+        if decay:
+            d = d + weight_decay * p[i]
+        if kind != NONE:
+            buf[i] = buf[i] * momentum + d
+            d = d + momentum * buf[i] if kind == NESTEROV else buf[i]
+        p[i] = p[i] - lr * d
+
+
+cdef void sgd_kernel(real* p, const real* g, real* buf, index_t size, real lr,
+                     real momentum, real weight_decay, Momentum kind) noexcept nogil:
+    # The flags are literals in each call, so each call compiles to a branch-free loop.
+    if weight_decay != 0:
+        if kind == NONE:
+            sgd_loop(p, g, buf, size, lr, momentum, weight_decay, True, NONE)
+        elif kind == HEAVY_BALL:
+            sgd_loop(p, g, buf, size, lr, momentum, weight_decay, True, HEAVY_BALL)
+        else:
+            sgd_loop(p, g, buf, size, lr, momentum, weight_decay, True, NESTEROV)
+    else:
+        if kind == NONE:
+            sgd_loop(p, g, buf, size, lr, momentum, weight_decay, False, NONE)
+        elif kind == HEAVY_BALL:
+            sgd_loop(p, g, buf, size, lr, momentum, weight_decay, False, HEAVY_BALL)
+        else:
+            sgd_loop(p, g, buf, size, lr, momentum, weight_decay, False, NESTEROV)
+
+
+def sgd_step(cnp.ndarray param, cnp.ndarray grad, object momentum_buffer, double lr,
+             double momentum, double weight_decay, bint nesterov):
+    """One SGD update of `param` in place.
+
+    `momentum_buffer` is None without momentum; otherwise an array that starts at zero.
+    """
+    cdef index_t size = cnp.PyArray_SIZE(param)
+    cdef void* pp = ptr(param)
+    cdef void* pg = ptr(grad)
+    cdef void* pb = NULL
+    cdef Momentum kind = NONE
+    cdef bint f32 = is_f32(param)
+    if momentum_buffer is not None:
+        pb = ptr(<cnp.ndarray>momentum_buffer)
+        kind = NESTEROV if nesterov else HEAVY_BALL
+    with nogil:
+        if f32:
+            sgd_kernel[float](<float*>pp, <float*>pg, <float*>pb, size, <float>lr,
+                              <float>momentum, <float>weight_decay, kind)
+        else:
+            sgd_kernel[double](<double*>pp, <double*>pg, <double*>pb, size, lr, momentum,
+                               weight_decay, kind)
+
+
+# ----------------------------------------------------------------------------
+# Adam (L2 weight decay, no amsgrad):  d = g + wd * p  (only when wd != 0)
+#   m = lerp(m, d, 1 - beta1)             (PyTorch's lerp, both of its branches)
+#   v = v * beta2 + (1 - beta2) * d * d
+#   p = p + (-step_size) * m / (sqrt(v) / sqrt(bias_correction2) + eps)
+# with step_size = lr / bias_correction1, both corrections computed by the caller.
+# ----------------------------------------------------------------------------
+
+cdef inline void adam_loop(real* p, const real* g, real* m, real* v, index_t size,
+                           real weight1, real beta2, real weight2, real neg_step_size,
+                           real bias_correction2_sqrt, real eps, real weight_decay,
+                           bint decay, bint small_weight) noexcept nogil:
+    cdef index_t i
+    cdef real d
+    cdef real rest1 = 1 - weight1
+    for i in range(size):
+        d = g[i]
+        if decay:
+            d = d + weight_decay * p[i]
+        if small_weight:
+            m[i] = m[i] + weight1 * (d - m[i])
+        else:
+            m[i] = d - (d - m[i]) * rest1
+        v[i] = v[i] * beta2 + weight2 * d * d
+        p[i] = p[i] + neg_step_size * m[i] / (sqrt_(v[i]) / bias_correction2_sqrt + eps)
+
+
+cdef void adam_kernel(real* p, const real* g, real* m, real* v, index_t size,
+                      real weight1, real beta2, real weight2, real neg_step_size,
+                      real bias_correction2_sqrt, real eps,
+                      real weight_decay) noexcept nogil:
+    # As for SGD: literal flags, one branch-free loop per combination.
+    cdef bint small = fabs(weight1) < 0.5
+    if weight_decay != 0:
+        if small:
+            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                      bias_correction2_sqrt, eps, weight_decay, True, True)
+        else:
+            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                      bias_correction2_sqrt, eps, weight_decay, True, False)
+    else:
+        if small:
+            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                      bias_correction2_sqrt, eps, weight_decay, False, True)
+        else:
+            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                      bias_correction2_sqrt, eps, weight_decay, False, False)
+
+
+def adam_step(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
+              cnp.ndarray exp_avg_sq, double beta1, double beta2, double step_size,
+              double bias_correction2_sqrt, double eps, double weight_decay):
+    """One Adam update of `param`, `exp_avg` and `exp_avg_sq` in place."""
+    cdef index_t size = cnp.PyArray_SIZE(param)
+    cdef void* pp = ptr(param)
+    cdef void* pg = ptr(grad)
+    cdef void* pm = ptr(exp_avg)
+    cdef void* pv = ptr(exp_avg_sq)
+    cdef bint f32 = is_f32(param)
+    cdef double weight1 = 1 - beta1, weight2 = 1 - beta2
+    with nogil:
+        if f32:
+            adam_kernel[float](<float*>pp, <float*>pg, <float*>pm, <float*>pv, size,
+                               <float>weight1, <float>beta2, <float>weight2,
+                               <float>-step_size, <float>bias_correction2_sqrt, <float>eps,
+                               <float>weight_decay)
+        else:
+            adam_kernel[double](<double*>pp, <double*>pg, <double*>pm, <double*>pv, size,
+                                weight1, beta2, weight2, -step_size, bias_correction2_sqrt,
+                                eps, weight_decay)

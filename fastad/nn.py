@@ -1,0 +1,234 @@
+"""Layers for building networks: Linear, activations and Sequential, on a small Module.
+
+As in PyTorch, assigning a `fa.Parameter` or a `Module` to an attribute of a Module
+registers it, in assignment order; that order is the order of `.parameters()` and of
+`.state_dict()`, whose names are attribute paths (`fc1.weight`) and, inside a
+`Sequential`, layer indices counting every layer (`0.weight`, `2.bias`).
+"""
+import numpy as np
+
+from ._ops import matmul, relu, sigmoid, tanh
+from ._tensor import Parameter, Tensor, float_dtype
+
+__all__ = ["Module", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh"]
+
+
+class Module:
+    """Base class of layers and models: subclasses set attributes and define forward()."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+
+    def __setattr__(self, name, value):
+        registry = self.__dict__.get("_parameters")
+        if registry is None:
+            if isinstance(value, (Parameter, Module)):
+                raise AttributeError(f"cannot assign {name!r} before Module.__init__() "
+                                     "(call super().__init__() first)")
+        else:
+            registry.pop(name, None)
+            self._modules.pop(name, None)
+            if isinstance(value, Parameter):
+                registry[name] = value
+            elif isinstance(value, Module):
+                self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # --- parameters -----------------------------------------------------------------
+    def _all_named_parameters(self, prefix=""):
+        """(name, Parameter) for every registered name, shared parameters included."""
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, module in self._modules.items():
+            yield from module._all_named_parameters(f"{prefix}{name}.")
+
+    def named_parameters(self):
+        """[(name, Parameter)] in definition order, each parameter once."""
+        seen = set()
+        named = []
+        for name, p in self._all_named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                named.append((name, p))
+        return named
+
+    def parameters(self):
+        """The parameters in definition order (weight before bias), each once."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        """Set every parameter's `.grad` to None."""
+        for p in self.parameters():
+            p.grad = None
+
+    def state_dict(self):
+        """{name: the parameter's live value array}, in definition order."""
+        return {name: p.value for name, p in self._all_named_parameters()}
+
+    def load_state_dict(self, state_dict):
+        """Copy `state_dict`'s arrays into the parameters, in place.
+
+        Keys must match `self.state_dict()`'s exactly (ValueError listing the missing and
+        unexpected ones), and every array must have its parameter's shape (ValueError)
+        and dtype (TypeError). Everything is checked before anything is copied.
+        """
+        own = dict(self._all_named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or unexpected:
+            problems = []
+            if missing:
+                problems.append(f"missing key(s): {', '.join(map(repr, missing))}")
+            if unexpected:
+                problems.append(f"unexpected key(s): {', '.join(map(repr, unexpected))}")
+            raise ValueError(f"load_state_dict for {type(self).__name__}: "
+                             f"{'; '.join(problems)}")
+        sources = {}
+        for name, p in own.items():
+            source = state_dict[name]
+            if isinstance(source, Tensor):
+                source = source.value
+            if not isinstance(source, np.ndarray):
+                raise TypeError(f"load_state_dict: {name!r} must be an ndarray or a Tensor, "
+                                f"got {type(source).__name__}")
+            if source.shape != p.shape:
+                raise ValueError(f"load_state_dict: {name!r} has shape {source.shape}, the "
+                                 f"parameter has shape {p.shape}")
+            if source.dtype != p.dtype:
+                raise TypeError(f"load_state_dict: {name!r} has dtype {source.dtype}, the "
+                                f"parameter has dtype {p.dtype}")
+            sources[name] = source
+        for name, p in own.items():
+            np.copyto(p.value, sources[name])
+            p._version += 1  # tapes recorded before the load must not be swept after it
+
+    # --- repr -----------------------------------------------------------------------
+    def extra_repr(self):
+        """The text inside this module's parentheses (its settings)."""
+        return ""
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        children = [f"({name}): {_indent(repr(m))}" for name, m in self._modules.items()]
+        lines = ([extra] if extra else []) + children
+        if not lines:
+            return f"{type(self).__name__}()"
+        if not children:
+            return f"{type(self).__name__}({extra})"
+        return type(self).__name__ + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _indent(text):
+    return text.replace("\n", "\n  ")
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch.
+
+    Initialised as PyTorch does, weight then bias, both from U(-k, k) with
+    k = 1/sqrt(in_features), drawn from `rng` (a np.random.Generator, used and advanced
+    as it is; an int seed; or None for fresh entropy).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
+        super().__init__()
+        self.in_features = _size("in_features", in_features)
+        self.out_features = _size("out_features", out_features)
+        dtype = float_dtype(dtype, "Linear")
+        rng = np.random.default_rng(rng)
+        bound = 1 / np.sqrt(self.in_features) if self.in_features else 0.0
+        self.weight = Parameter(
+            rng.uniform(-bound, bound, (self.out_features, self.in_features)), dtype=dtype)
+        self.bias = (Parameter(rng.uniform(-bound, bound, self.out_features), dtype=dtype)
+                     if bias else None)
+
+    def forward(self, x):
+        shape = x.shape if isinstance(x, Tensor) else np.shape(x)
+        if not shape or shape[-1] != self.in_features:
+            raise ValueError(f"{self!r}: input of shape {tuple(shape)} does not end in "
+                             f"in_features={self.in_features}")
+        y = matmul(x, self.weight.T)  # the transposed view goes to BLAS as a flag
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self):
+        text = (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+        if self.weight.dtype != np.float32:
+            text += f", dtype={self.weight.dtype}"
+        return text
+
+
+def _size(name, n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"Linear: {name} must be an int, got {n!r}")
+    if n < 0:
+        raise ValueError(f"Linear: {name} must be >= 0, got {n}")
+    return int(n)
+
+
+class Sequential(Module):
+    """Layers applied in order; layer i is registered under the name str(i)."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a "
+                                "fa.nn.Module")
+            setattr(self, str(i), layer)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        layers = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        return layers[index]
+
+
+class _Activation(Module):
+    """A parameter-free layer applying one elementwise function."""
+
+    function = None
+
+    def forward(self, x):
+        return type(self).function(x)
+
+
+class ReLU(_Activation):
+    """max(x, 0), elementwise."""
+
+    function = staticmethod(relu)
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x)), elementwise."""
+
+    function = staticmethod(sigmoid)
+
+
+class Tanh(_Activation):
+    """tanh(x), elementwise."""
+
+    function = staticmethod(tanh)
