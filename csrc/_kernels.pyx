@@ -17,19 +17,7 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cnp.import_array()
 
-ctypedef fused real:
-    float
-    double
-
-ctypedef cnp.npy_intp index_t
-
-
-cdef inline bint is_f32(cnp.ndarray a) noexcept:
-    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
-
-
-cdef inline void* ptr(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
+from _common cimport index_t, is_f32, ptr, real
 
 
 # ----------------------------------------------------------------------------
