@@ -645,7 +645,10 @@ def getitem(x, index):
         value = np.empty(x.shape[0], x.dtype)
         K.pick(_contiguous(x.value), labels, value)
         return record(pick_vjp, value, (x,), (labels, x.shape))
-    value = x.value[index]
+    try:
+        value = x.value[index]
+    except (IndexError, TypeError, ValueError) as e:
+        raise type(e)(f"getitem: {e} (indexing a tensor of shape {x.shape})") from None
     if not isinstance(value, np.ndarray):
         value = np.asarray(value)
     return record(getitem_vjp, value, (x,), (index, x.shape))
