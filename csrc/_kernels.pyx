@@ -2,6 +2,8 @@
 
 Each public function takes ndarrays that the Python layer has already validated:
 same dtype (float32 or float64), C-contiguous unless stated, shapes that agree.
+Elementwise kernels (sigmoid, relu) read flat memory, so their arrays may instead all
+be F-contiguous.
 The typed workers below them are ``noexcept nogil`` and run without the GIL.
 Backward kernels take an ``accumulate`` flag: False writes the contribution into
 ``out`` (its first one), True adds it to what ``out`` already holds.
@@ -182,6 +184,36 @@ def sigmoid_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate)
             sigmoid_grad_kernel[float](<float*>pg, <float*>py, <float*>po, size, accumulate)
         else:
             sigmoid_grad_kernel[double](<double*>pg, <double*>py, <double*>po, size, accumulate)
+
+
+# ----------------------------------------------------------------------------
+# ReLU backward (the forward is NumPy's maximum)
+# ----------------------------------------------------------------------------
+
+cdef void relu_grad_kernel(const real* g, const real* y, real* dx, index_t size,
+                           bint accumulate) noexcept nogil:
+    cdef index_t i
+    cdef real zero = 0
+    if accumulate:
+        for i in range(size):
+            dx[i] += g[i] if y[i] > zero else zero
+    else:
+        for i in range(size):
+            dx[i] = g[i] if y[i] > zero else zero
+
+
+def relu_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
+    """out (+)= g where y > 0, else 0 (so relu'(0) = 0), from the saved output y."""
+    cdef index_t size = cnp.PyArray_SIZE(y)
+    cdef void* pg = ptr(g)
+    cdef void* py = ptr(y)
+    cdef void* po = ptr(out)
+    cdef bint f32 = is_f32(y)
+    with nogil:
+        if f32:
+            relu_grad_kernel[float](<float*>pg, <float*>py, <float*>po, size, accumulate)
+        else:
+            relu_grad_kernel[double](<double*>pg, <double*>py, <double*>po, size, accumulate)
 
 
 # ----------------------------------------------------------------------------

@@ -19,19 +19,19 @@ _lock = threading.Lock()
 _ONLY_THE_POOL = 3
 
 
-def empty(shape, dtype):
-    """An uninitialised C-contiguous array, reused from the pool when one is free."""
+def empty(shape, dtype, order="C"):
+    """An uninitialised array in `order`, reused from the pool when one is free."""
     dtype = np.dtype(dtype)
     nbytes = dtype.itemsize * _count(shape)
     if nbytes < POOL_MIN_BYTES:
-        return np.empty(shape, dtype)
-    key = (tuple(shape), dtype)
+        return np.empty(shape, dtype, order)
+    key = (tuple(shape), dtype, order)
     with _lock:
         arrays = _pool.setdefault(key, [])
         for array in arrays:
             if sys.getrefcount(array) == _ONLY_THE_POOL:
                 return array
-        array = np.empty(shape, dtype)
+        array = np.empty(shape, dtype, order)
         if len(arrays) < POOL_PER_SHAPE:
             arrays.append(array)
         return array

@@ -12,7 +12,7 @@ import numpy as np
 from . import _kernels as K
 from ._autograd import SKIP, record, vjp_of
 from ._buffers import empty
-from ._tensor import FLOAT_DTYPES, Tensor, to_array
+from ._tensor import Tensor, to_array
 
 
 
@@ -36,7 +36,9 @@ def _constant(op, x, dtype):
     array = np.asarray(x)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{op}: cannot use {array.dtype} data as an operand")
-    if isinstance(x, np.ndarray) and array.dtype in FLOAT_DTYPES and array.dtype != dtype:
+    other_precision = array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) \
+        and array.dtype.itemsize != dtype.itemsize  # byte order aside
+    if isinstance(x, np.ndarray) and other_precision:
         raise TypeError(f"{op}: cannot mix {dtype} and {array.dtype} operands")
     return to_array(array, dtype, what=op)
 
@@ -63,6 +65,24 @@ def _shape_error(op, *values):
 
 def _contiguous(x):
     return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def _order(x):
+    """'F' for an array that is F- but not C-contiguous, else 'C'."""
+    return "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+
+
+def _dense(x):
+    """x if it is C- or F-contiguous (elementwise kernels read flat memory), else a C copy."""
+    return x if x.flags.c_contiguous or x.flags.f_contiguous else np.ascontiguousarray(x)
+
+
+def _laid_out_like(x, template):
+    """x in the memory order of `template` (copied only if it differs)."""
+    order = _order(template)
+    if x.flags.c_contiguous if order == "C" else x.flags.f_contiguous:
+        return x
+    return np.asarray(x, order=order)
 
 
 # --- accumulating contributions -------------------------------------------------------
@@ -105,14 +125,14 @@ def _accumulate_broadcast(out, g, shape):
     return out
 
 
-def _kernel_out(out, shape, dtype):
-    """(buffer, accumulate) for a kernel writing a contribution into `out`.
+def _kernel_out(out, shape, dtype, order="C"):
+    """(buffer, accumulate) for a kernel writing a contribution in `order` into `out`.
 
-    Kernels write C order: an adjoint that ended up in another layout gets a fresh
-    contribution, which the sweep then adds to it.
+    An adjoint that ended up in another memory order gets a fresh contribution, which
+    the sweep then adds to it.
     """
-    if out is None or not out.flags.c_contiguous:
-        return empty(shape, dtype), False
+    if out is None or not (out.flags.c_contiguous if order == "C" else out.flags.f_contiguous):
+        return empty(shape, dtype, order), False
     return out, True
 
 
@@ -218,8 +238,6 @@ exp = _elementwise("exp", np.exp, lambda g, y: g * y, saves="y")
 sqrt = _elementwise("sqrt", np.sqrt, lambda g, y: g / (2 * y), saves="y")
 abs = _elementwise("abs", np.abs, lambda g, x: g * np.sign(x), saves="x")  # abs'(0) = 0
 tanh = _elementwise("tanh", np.tanh, lambda g, y: g * (1 - y * y), saves="y")
-relu = _elementwise("relu", lambda x: np.maximum(x, 0),  # relu'(0) = 0
-                    lambda g, y: np.where(y > 0, g, g.dtype.type(0)), saves="y")
 _log = _elementwise("log", np.log, lambda g, x: g / x, saves="x")
 
 
@@ -234,8 +252,8 @@ def log(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed stably by a compiled kernel."""
     x = _tensor_arg("sigmoid", x)
-    xv = _contiguous(x.value)
-    y = np.empty(xv.shape, xv.dtype)
+    xv = _dense(x.value)
+    y = np.empty_like(xv)  # same memory order: the kernel works on flat memory
     K.sigmoid(xv, y)
     return record(sigmoid_vjp, y, (x,), (y,))
 
@@ -243,8 +261,24 @@ def sigmoid(x):
 @vjp_of("sigmoid")
 def sigmoid_vjp(g, saved, out):
     (y,) = saved
-    buffer, accumulate = _kernel_out(out[0], y.shape, y.dtype)
-    K.sigmoid_grad(_contiguous(g), y, buffer, accumulate)
+    buffer, accumulate = _kernel_out(out[0], y.shape, y.dtype, _order(y))
+    K.sigmoid_grad(_laid_out_like(g, y), y, buffer, accumulate)
+    return (buffer,)
+
+
+def relu(x):
+    """max(x, 0), with relu'(0) = 0."""
+    x = _tensor_arg("relu", x)
+    xv = _dense(x.value)
+    y = np.maximum(xv, 0, out=np.empty_like(xv))
+    return record(relu_vjp, y, (x,), (y,))
+
+
+@vjp_of("relu")
+def relu_vjp(g, saved, out):
+    (y,) = saved
+    buffer, accumulate = _kernel_out(out[0], y.shape, y.dtype, _order(y))
+    K.relu_grad(_laid_out_like(g, y), y, buffer, accumulate)
     return (buffer,)
 
 
@@ -413,15 +447,26 @@ def _blas_ready(m):
     return np.ascontiguousarray(m)
 
 
-def _gemm(out, a, b):
-    """out (+)= a @ b through BLAS, allocating out on the first contribution."""
-    buffer, accumulate = _kernel_out(out, (a.shape[0], b.shape[1]), a.dtype)
+def _gemm(out, a, b, order):
+    """out (+)= a @ b through BLAS; the first contribution allocates out in `order`."""
+    if out is not None:
+        order = _order(out)
+    buffer, accumulate = _kernel_out(out, (a.shape[0], b.shape[1]), a.dtype, order)
     if a.shape[1] == 0:
         if not accumulate:
             buffer.fill(0)
+    elif buffer.size and order == "F":  # out^T = b^T a^T, a C-contiguous product
+        K.gemm(_blas_ready(b.T), _blas_ready(a.T), buffer.T, accumulate)
     elif buffer.size:
         K.gemm(_blas_ready(a), _blas_ready(b), buffer, accumulate)
     return buffer
+
+
+def _product_order(rows, cols):
+    """Memory order for a new product. OpenBLAS packs much less when the short side is
+    its M dimension: a batch of 128 against a 16384 x 5000 weight runs up to 2x faster
+    written column-major."""
+    return "F" if rows < cols else "C"
 
 
 def _check_matmul(a, b):
@@ -445,7 +490,7 @@ def matmul(a, b):
     _check_matmul(av, bv)
     if _fits_blas(av, bv):
         av, bv = _blas_ready(av), _blas_ready(bv)
-        value = _gemm(None, av, bv)
+        value = _gemm(None, av, bv, _product_order(av.shape[0], bv.shape[1]))
     else:
         try:
             value = np.matmul(av, bv)
@@ -463,8 +508,10 @@ def matmul_vjp(g, saved, out):
     a, b = saved
     if _fits_blas(a, b):
         # dA = g @ B^T and dB = A^T @ g: the transposes are BLAS flags, not copies.
-        return (_gemm(out[0], g, b.T) if out[0] is not SKIP else None,
-                _gemm(out[1], a.T, g) if out[1] is not SKIP else None)
+        # Each gradient is laid out like its operand, so elementwise kernels downstream
+        # see matching memory orders.
+        return (_gemm(out[0], g, b.T, _order(a)) if out[0] is not SKIP else None,
+                _gemm(out[1], a.T, g, _order(b)) if out[1] is not SKIP else None)
     a2 = a[None, :] if a.ndim == 1 else a  # NumPy's promotion of 1-D operands
     b2 = b[:, None] if b.ndim == 1 else b
     g2 = g[..., None] if b.ndim == 1 else g
