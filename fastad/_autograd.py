@@ -104,6 +104,7 @@ class Sweep:
         self.unowned = set()   # nodes whose adjoint buffer is shared, so never written in place
         self.results = {}
         self.position = 0
+        self.stopped_by = None   # the exception that interrupted a node's vjp, if any
         self.released_any = False
         self.lock = threading.Lock()
 
@@ -142,12 +143,21 @@ class Sweep:
                 parents = node.parents
                 out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
                              for p in parents])
-                grads = node.vjp(g, node.saved, out)
+                try:
+                    grads = node.vjp(g, node.saved, out)
+                except BaseException as error:
+                    self.stopped_by = (node.vjp.op_name, error)
+                    raise
                 for parent, buffer, contribution in zip(parents, out, grads):
                     if parent is None:
                         continue
                     if anomaly:
-                        _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
+                        try:
+                            _check_finite(contribution,
+                                          f"the backward of '{node.vjp.op_name}'")
+                        except FloatingPointError as error:
+                            self.stopped_by = (node.vjp.op_name, error)
+                            raise
                     if contribution is buffer:
                         continue  # accumulated in place
                     if type(contribution) is not np.ndarray:
@@ -174,6 +184,12 @@ class Sweep:
     def _check_remaining(self):
         """Refuse, before doing any work, a sweep through a released graph or through an
         op whose leaf inputs were updated in place after it was recorded."""
+        if self.stopped_by is not None:
+            op_name, error = self.stopped_by
+            raise RuntimeError(
+                f"an earlier sweep of this output stopped in the backward of '{op_name}' "
+                f"({type(error).__name__}: {error}); its partial gradients cannot be "
+                "completed: compute the output again")
         for node in self.order[self.position:]:
             if node.released:
                 raise RuntimeError(

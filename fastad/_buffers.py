@@ -10,7 +10,10 @@ import threading
 
 import numpy as np
 
-POOL_MIN_BYTES = 1 << 20
+# glibc's malloc keeps freed blocks below its 32 MiB mmap ceiling for reuse, so smaller
+# buffers come back without page faults anyway; above it, every allocation is fresh
+# pages from the kernel. Only those are worth keeping (and keeping memory for).
+POOL_MIN_BYTES = 32 << 20
 POOL_PER_SHAPE = 2
 
 _pool = {}

@@ -39,7 +39,7 @@ def _constant(op, x, dtype):
     other_precision = array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) \
         and array.dtype.itemsize != dtype.itemsize  # byte order aside
     if isinstance(x, np.ndarray) and other_precision:
-        raise TypeError(f"{op}: cannot mix {dtype} and {array.dtype} operands")
+        raise TypeError(f"{op}: cannot mix {dtype} and {array.dtype.newbyteorder('=')} operands")
     return to_array(array, dtype, what=op)
 
 
