@@ -1,0 +1,1011 @@
+"""The bad-input campaign (issue 5, item 1): derandomized property-based tests that drive
+every public op and fa.grad with random shapes (0- and 1-size axes included), both
+dtypes and mixed dtypes, int/bool/float16/complex/object/string/datetime data, Python
+and NumPy scalars, lists, every ndarray layout (non-contiguous, Fortran-ordered,
+negative strides, read-only, byte-swapped, misaligned), Tensors that are transposed,
+reversed or strided views inside the graph, good and bad labels and axes, and NaN, Inf
+and huge values; plus fa.grad's own arguments (wrt lists with intermediates, duplicates,
+data and unused tensors, seeds of the wrong shape or dtype) and tensors whose adjoint
+collects contributions from several consumers (fan-out).
+
+Each case either matches a NumPy reference (value, dtype and the gradient of every
+operand that requires one, for a random seed) or raises the exception type the SPEC
+names, with a message naming the op; no case modifies its inputs.
+
+The campaign runs in child processes (`python tests/test_reliability_campaign.py
+FAMILY`), one per family of ops, so a crash in a kernel fails a test instead of killing
+pytest. The child prints the number of cases it ran, and a falsifying example on failure.
+"""
+import re
+import subprocess
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastad as fa
+
+# examples per property; the whole campaign is a few thousand cases
+EXAMPLES = {
+    "unary": 600,
+    "binary": 900,
+    "matmul": 500,
+    "reductions": 500,
+    "softmax": 400,
+    "losses": 700,
+    "shapes": 600,
+    "grad": 300,
+    "fan_out": 300,
+}
+
+
+@pytest.mark.parametrize("family", EXAMPLES)
+def test_campaign(family):
+    proc = subprocess.run([sys.executable, __file__, family], capture_output=True,
+                          text=True, timeout=600)
+    report = f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, f"campaign {family!r} exited {proc.returncode}\n{report}"
+    ran = int(re.search(r"(\d+) cases", proc.stdout).group(1))
+    assert ran >= EXAMPLES[family], report
+
+
+# ====================================================================================
+# Everything below runs in the child process.
+# ====================================================================================
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+HUGE = {np.dtype(np.float32): 1e30, np.dtype(np.float64): 1e300}
+TOL = {np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
+       np.dtype(np.float64): dict(rtol=1e-9, atol=1e-12)}
+CASES = [0]  # a counter the child reports
+
+
+def _misaligned(a):
+    buffer = bytearray(a.nbytes + 1)
+    out = np.frombuffer(buffer, a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _strided(a):
+    if a.ndim == 0:
+        return a.copy()
+    out = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]
+    out[...] = a
+    return out
+
+
+def _reversed(a):
+    if a.ndim == 0:
+        return a.copy()
+    flip = (slice(None, None, -1),) * a.ndim
+    return a[flip].copy()[flip]
+
+
+def _read_only(a):
+    out = a.copy()
+    out.flags.writeable = False
+    return out
+
+
+LAYOUTS = {
+    "C": lambda a: a.copy(),
+    "F": np.asfortranarray,
+    "strided": _strided,
+    "negative-strides": _reversed,
+    "read-only": _read_only,
+    "byte-swapped": lambda a: a.astype(a.dtype.newbyteorder()),
+    "misaligned": _misaligned,
+}
+
+
+def in_layout(name, a):
+    """`a` laid out as LAYOUTS[name] says (NumPy scalars become 0-d arrays first)."""
+    return LAYOUTS[name](np.asarray(a))
+
+
+# --- strategies ------------------------------------------------------------------------
+
+dtypes = st.sampled_from(FLOATS)
+layouts = st.sampled_from(sorted(LAYOUTS))
+specials = st.sampled_from(["none"] * 4 + ["nan", "inf", "huge", "zero"])
+seeds = st.integers(0, 2**32 - 1)
+
+
+def shapes(min_dims=0, max_dims=3, min_side=0, max_side=4):
+    return st.lists(st.integers(min_side, max_side), min_size=min_dims,
+                    max_size=max_dims).map(tuple)
+
+
+def values(seed, shape, dtype, special="none", positive=False):
+    """Random data of `dtype`, with a few special values mixed in."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.25, 2.5, shape) if positive else rng.uniform(-2.5, 2.5, shape)
+    if special != "none" and x.size:
+        flat = x.reshape(-1)
+        picks = rng.choice(flat.size, size=1 + flat.size // 4, replace=False)
+        sign = rng.choice([-1.0, 1.0], size=picks.size)
+        flat[picks] = {"nan": np.nan, "inf": np.inf, "huge": HUGE[np.dtype(dtype)],
+                       "zero": 0.0}[special] * (1 if special == "nan" else sign)
+    return x.astype(dtype)
+
+
+@dataclass
+class Operand:
+    """One argument of an op: what is passed, and what NumPy should compute with."""
+    form: str                 # param, tensor, data, ndarray, list, scalar, ...
+    passed: object            # the object handed to fastad
+    plain: object = None      # its values as a float64/float32 ndarray (or a scalar)
+    dtype: object = None      # its float dtype when it has one
+    error: type = None        # TypeError when it is not real data
+    watch: list = field(default_factory=list)   # arrays that must not be modified
+
+    @property
+    def is_tensor(self):
+        return isinstance(self.passed, fa.Tensor)
+
+    @property
+    def needs_grad(self):
+        return self.is_tensor and self.passed.requires_grad
+
+
+# Views made inside the graph: a Tensor whose value is a transposed, reversed or strided
+# view of a Parameter (ops and their backward get it as it is, not as a C copy).
+# Each: (the view of a Tensor or ndarray, the base shape for a view of `shape`).
+GRAPH_VIEWS = {
+    "transposed": (lambda t: t.T, lambda shape: shape[::-1]),
+    "reversed": (lambda t: t[(slice(None, None, -1),) * t.ndim], lambda shape: shape),
+    "strided": (lambda t: t[..., ::2], lambda shape: shape[:-1] + (2 * shape[-1],)),
+}
+
+
+def make_tensor_operand(form, array, view="transposed"):
+    """A Tensor operand with the values of `array`: a Parameter, a leaf fa.tensor (which
+    shares `array` when it already is a proper one), or a view of a Parameter."""
+    if form == "view" and array.ndim:
+        make_view, base_shape = GRAPH_VIEWS[view]
+        base = np.full(base_shape(array.shape), 7.0, array.dtype.newbyteorder("="))
+        make_view(base)[...] = array
+        t = make_view(fa.Parameter(base))
+    elif form in ("param", "view"):
+        t = fa.Parameter(array)
+    else:
+        t = fa.tensor(array, requires_grad=(form == "tensor"))
+    return Operand(form, t, np.array(array), t.dtype, watch=[array])
+
+
+@st.composite
+def tensor_operands(draw, shape, dtype=None, positive=False, special=None):
+    dtype = draw(dtypes) if dtype is None else dtype
+    special = draw(specials) if special is None else special
+    form = draw(st.sampled_from(["param", "tensor", "data", "view", "view"]))
+    array = in_layout(draw(layouts), values(draw(seeds), shape, dtype, special, positive))
+    return make_tensor_operand(form, array, draw(st.sampled_from(sorted(GRAPH_VIEWS))))
+
+
+NON_REAL = {
+    "complex": lambda shape: np.ones(shape, np.complex128),
+    "object": lambda shape: np.ones(shape, dtype=object),
+    "string": lambda shape: np.full(shape, "1"),
+    "datetime": lambda shape: np.zeros(shape, "M8[s]"),
+}
+
+
+@st.composite
+def other_operands(draw, shape, dtype, positive=False):
+    """A second operand next to a Tensor of `dtype`: any form the SPEC allows, or not."""
+    kind = draw(st.sampled_from(
+        ["same-tensor", "same-tensor", "other-tensor", "ndarray", "ndarray",
+         "other-ndarray", "int-ndarray", "bool-ndarray", "float16-ndarray", "list",
+         "python-scalar", "numpy-scalar", "zero-d", "non-real", "python-complex"]))
+    special = draw(specials)
+    seed = draw(seeds)
+    if kind in ("same-tensor", "other-tensor"):
+        d = dtype if kind == "same-tensor" else FLOATS[1 - FLOATS.index(dtype)]
+        operand = draw(tensor_operands(shape, d, positive, special))
+        if kind == "other-tensor":
+            operand.error = TypeError
+        return operand
+    if kind in ("ndarray", "other-ndarray", "zero-d"):
+        d = FLOATS[1 - FLOATS.index(dtype)] if kind == "other-ndarray" else draw(dtypes)
+        s = () if kind == "zero-d" else shape
+        array = in_layout(draw(layouts), values(seed, s, d, special, positive))
+        return Operand(kind, array, array.astype(dtype), dtype,
+                       error=TypeError if d != dtype else None, watch=[array])
+    if kind in ("int-ndarray", "bool-ndarray", "float16-ndarray"):
+        raw = values(seed, shape, np.float64, "none", positive) * 3
+        array = {"int-ndarray": lambda: np.round(raw).astype(np.int32) + (2 if positive else 0),
+                 "bool-ndarray": lambda: raw > 0 if not positive else raw > -1,
+                 "float16-ndarray": lambda: raw.astype(np.float16)}[kind]()
+        array = in_layout(draw(layouts), array)
+        return Operand(kind, array, array.astype(dtype), dtype, watch=[array])
+    if kind == "list":
+        as_list = values(seed, shape, np.float64, "none", positive).tolist()
+        # (an empty list has lost the shape: NumPy reads it as (0,))
+        return Operand(kind, as_list, np.asarray(as_list, np.float64).astype(dtype), dtype)
+    if kind == "python-scalar":
+        value = draw(st.sampled_from([2, 0.5, 3.0, -1.5, True])) if not positive else 2.0
+        return Operand(kind, value, np.asarray(value, dtype), dtype)
+    if kind == "numpy-scalar":
+        value = draw(st.sampled_from([np.float32(1.5), np.float64(0.5), np.int64(2),
+                                      np.float16(2.0)]))
+        return Operand(kind, value, np.asarray(value, dtype), dtype)
+    if kind == "python-complex":
+        return Operand(kind, 1 + 2j, error=TypeError)
+    name = draw(st.sampled_from(sorted(NON_REAL)))
+    array = NON_REAL[name](shape)
+    return Operand(f"{name}-ndarray", array, error=TypeError, watch=[array])
+
+
+# --- checking one case -------------------------------------------------------------------
+
+def _snapshot(operands):
+    return [(a, a.copy()) for op in operands for a in op.watch]
+
+
+def _assert_unmodified(snapshot):
+    for array, before in snapshot:
+        assert array.dtype == before.dtype and np.array_equal(
+            array, before, equal_nan=array.dtype.kind in "fc"), "an input array was modified"
+
+
+def expect_error(op, errors, call, mention=()):
+    """call() must raise one of `errors`, with a message naming `op` (and `mention`)."""
+    try:
+        call()
+    except errors as e:
+        message = str(e)
+        assert op in message, f"{type(e).__name__} message does not name {op!r}: {message}"
+        for word in mention:
+            assert word in message, f"message does not mention {word!r}: {message}"
+        return
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"{op}: expected {errors}, got {type(e).__name__}: {e}") from e
+    raise AssertionError(f"{op}: expected {errors}, but the call succeeded")
+
+
+def assert_matches(got, expected, dtype, what, scale=None):
+    """got has `dtype`, and the values of `expected` (NaN and Inf where it has them),
+    within the dtype's tolerance (relative to `scale` too, for a sum of terms)."""
+    got = np.asarray(got)
+    assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
+    assert got.shape == np.shape(expected), f"{what}: shape {got.shape} vs {np.shape(expected)}"
+    expected = np.asarray(expected, dtype=np.float64)
+    got64 = got.astype(np.float64)
+    finite = np.isfinite(expected)
+    assert np.array_equal(np.isfinite(got64), finite), \
+        f"{what}: non-finite values differ:\n{got}\nvs\n{expected}"
+    np.testing.assert_array_equal(np.isnan(got64), np.isnan(expected), err_msg=what)
+    rtol, atol = TOL[np.dtype(dtype)]["rtol"], TOL[np.dtype(dtype)]["atol"]
+    g, e = got64[finite], expected[finite]
+    s = np.abs(e) if scale is None else np.abs(e) + np.asarray(scale, np.float64)[finite]
+    bad = np.abs(g - e) > atol + rtol * s
+    assert not bad.any(), f"{what}: {g[bad]} != {e[bad]} (of {got.size} values)"
+    if not finite.all():  # infinities of the same sign
+        np.testing.assert_array_equal(got64[~finite & ~np.isnan(got64)],
+                                      expected[~finite & ~np.isnan(expected)], err_msg=what)
+
+
+def check_op(op, call, operands, reference, dtype, errors=(), mention=()):
+    """Run one case: `errors` (a tuple of exception types) if the inputs are invalid,
+    else `reference(S)` -> (value, [grad of each operand]) for a random seed S."""
+    CASES[0] += 1
+    snapshot = _snapshot(operands)
+    with np.errstate(all="ignore"):
+        if errors:
+            expect_error(op, errors, call, mention)
+        else:
+            out = call()
+            assert isinstance(out, fa.Tensor), f"{op} returned {type(out).__name__}"
+            seed = values(len(out.shape) + out.size, out.shape, out.dtype, positive=True)
+            value, grads, *scales = reference(seed)
+            assert_matches(out.value, value, dtype, f"{op} value")
+            wrt = [o.passed for o in operands if o.needs_grad]
+            if wrt:
+                got = fa.grad(out, wrt, seed=seed)
+                expected = [g for o, g in zip(operands, grads) if o.needs_grad]
+                scales = scales[0] if scales else [None] * len(grads)
+                scales = [sc for o, sc in zip(operands, scales) if o.needs_grad]
+                for i, (g, e, sc) in enumerate(zip(got, expected, scales)):
+                    assert_matches(g, e, dtype, f"{op} gradient of operand {i}", sc)
+    _assert_unmodified(snapshot)
+
+
+def sum_to(g, shape):
+    """A broadcast gradient summed back to an operand's shape."""
+    g = np.asarray(g)
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def operand_errors(*operands):
+    """The exception types the operands' data calls for (TypeError for non-real data or
+    mixed precision)."""
+    return tuple({o.error for o in operands if o.error is not None})
+
+
+def _numpy_outcome(call):
+    """(result, None) or (None, exception type), for NumPy's view of the same call."""
+    try:
+        return call(), None
+    except Exception as e:  # noqa: BLE001
+        return None, type(e)
+
+
+# --- families ------------------------------------------------------------------------------
+
+def _sigmoid(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+
+UNARY = {  # op: (forward, vjp(x, y, S))
+    "neg": (np.negative, lambda x, y, s: -s),
+    "exp": (np.exp, lambda x, y, s: s * y),
+    "log": (np.log, lambda x, y, s: s / x),
+    "sqrt": (np.sqrt, lambda x, y, s: s / (2 * y)),
+    "abs": (np.abs, lambda x, y, s: s * np.sign(x)),
+    "sigmoid": (_sigmoid, lambda x, y, s: s * y * (1 - y)),
+    "tanh": (np.tanh, lambda x, y, s: s * (1 - y * y)),
+    "relu": (lambda x: np.maximum(x, 0), lambda x, y, s: np.where(x > 0, s, 0)),
+}
+
+
+@st.composite
+def unary_cases(draw):
+    op = draw(st.sampled_from(sorted(UNARY)))
+    shape = draw(shapes())
+    how = draw(st.sampled_from(["tensor", "tensor", "tensor", "ndarray", "non-real"]))
+    if how == "tensor":
+        return op, draw(tensor_operands(shape))
+    if how == "ndarray":  # follows fa.tensor's rules: float32/64 kept, other reals float64
+        raw_dtype = draw(st.sampled_from([np.float32, np.float64, np.int16, np.uint8, bool]))
+        raw = in_layout(draw(layouts), values(draw(seeds), shape, np.float64).astype(raw_dtype))
+        native = raw.dtype.newbyteorder("=")
+        dtype = native if native in FLOATS else np.dtype(np.float64)
+        return op, Operand("ndarray", raw, raw.astype(dtype), dtype, watch=[raw])
+    array = NON_REAL[draw(st.sampled_from(sorted(NON_REAL)))](shape)
+    return op, Operand("non-real", array, error=TypeError, watch=[array])
+
+
+@given(unary_cases())
+def prop_unary(case):
+    op, x = case
+    forward, vjp = UNARY[op]
+
+    def reference(s):
+        y = forward(x.plain)
+        return y, [vjp(x.plain, y, s)]
+
+    check_op(op, lambda: getattr(fa, op)(x.passed), [x], reference, x.dtype,
+             errors=operand_errors(x))
+
+
+BINARY = {  # op: (forward, vjp(a, b, y, S) -> (da, db))
+    "add": (np.add, lambda a, b, y, s: (s, s)),
+    "sub": (np.subtract, lambda a, b, y, s: (s, -s)),
+    "mul": (np.multiply, lambda a, b, y, s: (s * b, s * a)),
+    "div": (np.divide, lambda a, b, y, s: (s / b, -s * a / (b * b))),
+    "pow": (np.power, lambda a, b, y, s: (s * b * a ** (b - 1), s * y * np.log(a))),
+}
+OPERATORS = {"add": "__add__", "sub": "__sub__", "mul": "__mul__", "div": "__truediv__",
+             "pow": "__pow__"}
+REFLECTED = {"add": "__radd__", "sub": "__rsub__", "mul": "__rmul__",
+             "div": "__rtruediv__", "pow": "__rpow__"}
+
+
+def _broadcastable(*shapes_):
+    try:
+        np.broadcast_shapes(*shapes_)
+        return True
+    except ValueError:
+        return False
+
+
+@st.composite
+def binary_cases(draw):
+    op = draw(st.sampled_from(sorted(BINARY)))
+    shape_a = draw(shapes())
+    shape_b = draw(st.one_of(st.just(shape_a), shapes(max_dims=2, max_side=4),
+                             st.just(shape_a[1:]), st.just(tuple(1 for _ in shape_a))))
+    dtype = draw(dtypes)
+    positive = op == "pow"
+    a = draw(tensor_operands(shape_a, dtype, positive))
+    b = a if draw(st.integers(0, 9)) == 0 else draw(other_operands(shape_b, dtype, positive))
+    swap = draw(st.booleans())
+    how = draw(st.sampled_from(["function", "operator"]))
+    return op, (b, a) if swap else (a, b), how
+
+
+@given(binary_cases())
+def prop_binary(case):
+    op, (a, b), how = case
+    forward, vjp = BINARY[op]
+    if how == "function":
+        call = lambda: getattr(fa, op)(a.passed, b.passed)  # noqa: E731
+    elif a.is_tensor:
+        call = lambda: getattr(a.passed, OPERATORS[op])(b.passed)  # noqa: E731
+    else:
+        call = lambda: getattr(b.passed, REFLECTED[op])(a.passed)  # noqa: E731
+    tensor = a if a.is_tensor else b
+    dtype = tensor.dtype
+    errors = operand_errors(a, b)
+    mention = ()
+    if errors == (TypeError,) and {a.dtype, b.dtype} == set(FLOATS):
+        mention = ("float32", "float64")
+    if a.plain is not None and b.plain is not None and \
+            not _broadcastable(np.shape(a.plain), np.shape(b.plain)):
+        mention = (str(np.shape(a.plain)), str(np.shape(b.plain))) if not errors else ()
+        errors += (ValueError,)
+
+    def reference(s):
+        y = forward(a.plain, b.plain)
+        da, db = vjp(a.plain, b.plain, y, s)
+        if a is b:  # x op x: the two terms may cancel, so compare relative to them
+            return y, [da + db], [np.abs(da) + np.abs(db)]
+        return y, [sum_to(da, np.shape(a.plain)), sum_to(db, np.shape(b.plain))]
+
+    operands = [a] if a is b else [a, b]
+    check_op(op, call, operands, reference, dtype, errors=errors, mention=mention)
+
+
+@st.composite
+def where_cases(draw):
+    shape = draw(shapes())
+    dtype = draw(dtypes)
+    a = draw(tensor_operands(shape, dtype))
+    b = draw(other_operands(draw(st.sampled_from([shape, shape[1:], ()])), dtype))
+    cond_shape = draw(st.sampled_from([shape, shape[1:], (), (3,)]))
+    cond = in_layout(draw(layouts), np.asarray(values(draw(seeds), cond_shape, np.float64) > 0))
+    cond_form = draw(st.sampled_from(["bool", "float", "tensor"]))
+    passed = {"bool": cond, "float": cond.astype(np.float32), "tensor": fa.tensor(cond)}
+    return a, b, cond, passed[cond_form]
+
+
+@given(where_cases())
+def prop_where(case):
+    a, b, cond, passed = case
+    errors = operand_errors(a, b)
+    if b.plain is not None and not _broadcastable(cond.shape, np.shape(a.plain),
+                                                  np.shape(b.plain)):
+        errors += (ValueError,)
+
+    def reference(s):
+        y = np.where(cond, a.plain, b.plain)
+        da = sum_to(np.where(cond, s, 0), np.shape(a.plain))
+        db = sum_to(np.where(cond, 0, s), np.shape(b.plain))
+        return y, [da, db]
+
+    operands = [a, b, Operand("cond", passed, watch=[cond])]
+    check_op("where", lambda: fa.where(passed, a.passed, b.passed), operands, reference,
+             a.dtype, errors=errors)
+
+
+@st.composite
+def matmul_cases(draw):
+    dtype = draw(dtypes)
+    m, k, n = draw(st.integers(0, 4)), draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    k2 = k if draw(st.integers(0, 5)) else draw(st.integers(0, 4))
+    batch_a = draw(shapes(0, 2, 1, 3))
+    batch_b = draw(st.one_of(st.just(batch_a), shapes(0, 2, 1, 3)))
+    kind_a = draw(st.sampled_from(["matrix", "matrix", "vector", "scalar"]))
+    kind_b = draw(st.sampled_from(["matrix", "matrix", "vector", "scalar"]))
+    shape_a = {"matrix": batch_a + (m, k), "vector": (k,), "scalar": ()}[kind_a]
+    shape_b = {"matrix": batch_b + (k2, n), "vector": (k2,), "scalar": ()}[kind_b]
+    a = draw(tensor_operands(shape_a, dtype))
+    b = draw(st.one_of(tensor_operands(shape_b, dtype), other_operands(shape_b, dtype)))
+    if draw(st.booleans()):
+        a, b = b, a
+    return a, b, draw(st.sampled_from(["matmul", "dot", "operator"]))
+
+
+def matmul_reference(a, b, s):
+    y = np.matmul(a, b)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    s2 = s[..., None] if b.ndim == 1 else s
+    s2 = s2[..., None, :] if a.ndim == 1 else s2
+    da = sum_to(s2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+    db = sum_to(np.swapaxes(a2, -1, -2) @ s2, b2.shape).reshape(b.shape)
+    return y, [da, db]
+
+
+@given(matmul_cases())
+def prop_matmul(case):
+    a, b, how = case
+    tensor = a if a.is_tensor else b
+    errors = operand_errors(a, b)
+    sa, sb = np.shape(a.plain), np.shape(b.plain)
+    if not sa or not sb or (sa[-1] != (sb[0] if len(sb) == 1 else sb[-2])) or \
+            not _broadcastable(sa[:-2], sb[:-2]):
+        errors += (ValueError,)
+    if how == "operator":
+        call = (lambda: a.passed @ b.passed) if a.is_tensor else \
+            (lambda: b.passed.__rmatmul__(a.passed))
+    else:
+        call = lambda: getattr(fa, how)(a.passed, b.passed)  # noqa: E731
+    check_op("matmul", call, [a, b], lambda s: matmul_reference(a.plain, b.plain, s),
+             tensor.dtype, errors=errors)
+
+
+@st.composite
+def axes(draw, ndim):
+    choice = draw(st.sampled_from(["none", "int", "int", "tuple", "bad", "repeated"]))
+    if choice == "none" or (ndim == 0 and choice != "bad"):
+        return None
+    if choice == "int":
+        return draw(st.integers(-ndim, ndim - 1))
+    if choice == "tuple":
+        return tuple(draw(st.lists(st.integers(-ndim, ndim - 1), min_size=1, max_size=ndim,
+                                   unique_by=lambda a: a % ndim)))
+    if choice == "bad":
+        return draw(st.sampled_from([ndim, -ndim - 1, 7]))
+    axis = draw(st.integers(0, ndim - 1))
+    return (axis, axis - ndim)
+
+
+def _axis_error(axis, ndim):
+    items = () if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+    if any(not -ndim <= a < ndim for a in items):
+        return np.exceptions.AxisError
+    if len({a % ndim for a in items}) != len(items):
+        return ValueError
+    return None
+
+
+@st.composite
+def reduction_cases(draw):
+    op = draw(st.sampled_from(["sum", "mean", "max"]))
+    x = draw(tensor_operands(draw(shapes())))
+    return op, x, draw(axes(x.passed.ndim)), draw(st.booleans()), draw(st.booleans())
+
+
+@given(reduction_cases())
+def prop_reductions(case):
+    op, x, axis, keepdims, method = case
+    v = x.plain
+    error = _axis_error(axis, v.ndim)
+    norm = () if error else tuple(range(v.ndim)) if axis is None else tuple(
+        sorted(a % v.ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
+    if error is None and op == "max" and any(v.shape[a] == 0 for a in norm):
+        error = ValueError
+
+    def reference(s):
+        y = getattr(np, op)(v, axis=norm, keepdims=keepdims)
+        s_full = s if keepdims else np.expand_dims(s, norm)
+        if op == "sum":
+            g = np.broadcast_to(s_full, v.shape)
+        elif op == "mean":   # (a count of 0 means v has no elements to get a gradient)
+            g = np.broadcast_to(s_full / np.prod([v.shape[a] for a in norm]), v.shape)
+        else:
+            is_max = v == np.max(v, axis=norm, keepdims=True)
+            g = is_max * s_full / is_max.sum(axis=norm, keepdims=True)
+        return y, [g]
+
+    target = x.passed
+    call = (lambda: getattr(target, op)(axis=axis, keepdims=keepdims)) if method else \
+        (lambda: getattr(fa, op)(target, axis=axis, keepdims=keepdims))
+    check_op(op, call, [x], reference, x.dtype, errors=error)
+
+
+def _softmax(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@st.composite
+def softmax_cases(draw):
+    op = draw(st.sampled_from(["softmax", "log_softmax", "log-of-softmax"]))
+    x = draw(tensor_operands(draw(shapes(min_dims=1))))
+    ndim = x.passed.ndim
+    axis = draw(st.one_of(st.integers(-ndim, ndim - 1), st.sampled_from([-1, ndim, -ndim - 1])))
+    return op, x, axis
+
+
+@given(softmax_cases())
+def prop_softmax(case):
+    op, x, axis = case
+    v = x.plain
+    error = None if -v.ndim <= axis < v.ndim else np.exceptions.AxisError
+
+    def reference(s):
+        if op == "softmax":
+            y = _softmax(v, axis)
+            return y, [y * (s - (s * y).sum(axis=axis, keepdims=True))]
+        y = _log_softmax(v, axis)
+        return y, [s - np.exp(y) * s.sum(axis=axis, keepdims=True)]
+
+    if op == "log-of-softmax":
+        call = lambda: fa.log(fa.softmax(x.passed, axis=axis))  # noqa: E731
+    else:
+        call = lambda: getattr(fa, op)(x.passed, axis=axis)  # noqa: E731
+    check_op("softmax" if op == "log-of-softmax" else op, call, [x], reference, x.dtype,
+             errors=error)
+
+
+LABEL_DTYPES = [np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint32, np.uint64]
+
+
+@st.composite
+def loss_cases(draw):
+    op = draw(st.sampled_from(["cross_entropy", "nll_loss", "gather"]))
+    scores_shape = draw(st.one_of(shapes(2, 2, 0, 5), shapes(2, 2, 0, 5), shapes(0, 3, 0, 3)))
+    x = draw(tensor_operands(scores_shape))
+    n = scores_shape[0] if scores_shape else 0
+    c = scores_shape[1] if len(scores_shape) > 1 else 0
+    rng = np.random.default_rng(draw(seeds))
+    good = rng.integers(0, max(c, 1), n)
+    kind = draw(st.sampled_from(
+        ["good"] * 4 + ["list", "above", "negative", "float", "bool", "2-d", "short", "long"]))
+    labels = {
+        "good": good, "list": good, "above": good + c * (np.arange(n) == n - 1),
+        "negative": good - (np.arange(n) == 0), "float": good.astype(np.float64),
+        "bool": good > 0, "2-d": good[:, None], "short": good[:-1],
+        "long": np.append(good, 0)}[kind]
+    if kind in ("good", "above", "short", "long"):
+        labels = labels.astype(draw(st.sampled_from(LABEL_DTYPES)))
+    if kind == "negative":
+        labels = labels.astype(draw(st.sampled_from([np.int8, np.int32, np.int64])))
+    if kind == "list":
+        labels = labels.tolist()
+    else:
+        labels = in_layout(draw(layouts), labels)
+    reduction = draw(st.sampled_from(["mean", "mean", "sum", "none", "bad"]))
+    return op, x, kind, labels, reduction
+
+
+def _loss_errors(op, shape, kind, labels, reduction):
+    """The exception types the SPEC allows for this loss call (any, when several apply)."""
+    errors = set()
+    if len(shape) != 2 or shape[0] == 0:
+        errors.add(ValueError)
+    if kind in ("float", "bool", "2-d", "short", "long"):
+        errors.add(ValueError)
+    if len(shape) == 2 and shape[0] and kind not in ("float", "bool"):
+        y = np.asarray(labels)
+        if y.size and (y.min() < 0 or y.max() >= shape[1]):
+            errors.add(IndexError)
+    if reduction == "bad":
+        errors.add(ValueError)
+    return tuple(errors)
+
+
+@given(loss_cases())
+def prop_losses(case):
+    op, x, kind, labels, reduction = case
+    v = x.plain
+    rows = np.arange(v.shape[0] if v.ndim else 0)
+    if op == "gather":  # x[arange(n), y] is NumPy indexing: NumPy says what is an error
+        _, numpy_error = _numpy_outcome(lambda: v[rows, np.asarray(labels)])
+        errors = (numpy_error,) if numpy_error else ()
+    else:
+        errors = _loss_errors(op, v.shape, kind, labels, reduction)
+    y = np.asarray(labels)
+    reduce_name = "mean" if reduction == "bad" else reduction
+
+    def reference(s):
+        n = v.shape[0]
+        if op == "gather":
+            out = v[rows, y]
+            g = np.zeros_like(v)
+            np.add.at(g, (rows, y), s)
+            return out, [g]
+        log_p = _log_softmax(v, -1) if op == "cross_entropy" else v
+        losses = -log_p[rows, y]
+        scale = {"mean": np.full(n, s / n), "sum": np.full(n, s), "none": s}[reduce_name]
+        onehot = np.zeros_like(v)
+        onehot[rows, y] = 1
+        if op == "cross_entropy":
+            g = (_softmax(v, -1) - onehot) * scale[:, None]
+        else:
+            g = -onehot * scale[:, None]
+        value = {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduce_name]
+        return value, [g]
+
+    if op == "gather":
+        call = lambda: x.passed[rows, labels]  # noqa: E731
+        name = "getitem"
+    else:
+        call = lambda: getattr(fa, op)(x.passed, labels, reduction=reduction)  # noqa: E731
+        name = op
+    watch = [labels] if isinstance(labels, np.ndarray) else []
+    check_op(name, call, [x, Operand("labels", labels, watch=watch)], reference, x.dtype,
+             errors=errors)
+
+
+SLICES = st.one_of(st.integers(-5, 5), st.slices(5), st.just(Ellipsis), st.none())
+
+
+@st.composite
+def shape_cases(draw):
+    op = draw(st.sampled_from(["reshape", "transpose", "concatenate", "getitem"]))
+    x = draw(tensor_operands(draw(shapes())))
+    shape = np.shape(x.plain)
+    if op == "reshape":
+        size = int(np.prod(shape))
+        new = draw(st.sampled_from([(size,), (-1,), (1, size), (size, 1, 1), (-1, 1),
+                                    (size + 1,), (2, -1), (-1, -1), ()]))
+        return op, x, new
+    if op == "transpose":
+        perm = draw(st.one_of(st.permutations(range(len(shape))).map(tuple),
+                              st.just(None), st.lists(st.integers(-3, 3), max_size=3).map(tuple)))
+        return op, x, perm or None   # () means "reversed", as for ndarray.transpose()
+    if op == "concatenate":
+        axis = draw(st.integers(-3, 3))
+        others = []
+        for _ in range(draw(st.integers(0, 2))):
+            other_shape = list(shape)
+            if shape and draw(st.booleans()):
+                other_shape[axis % len(shape) if -len(shape) <= axis < len(shape) else 0] = \
+                    draw(st.integers(0, 3))
+            others.append(draw(tensor_operands(tuple(other_shape))))
+        return op, x, (others, axis)
+    index = draw(st.one_of(
+        st.lists(SLICES, max_size=3).map(tuple), SLICES,
+        st.lists(st.integers(-6, 6), max_size=4).map(np.array),
+        st.just(np.array([], dtype=np.int64)),
+    ))
+    return op, x, index
+
+
+@given(shape_cases())
+def prop_shapes(case):
+    op, x, arg = case
+    v = x.plain
+    operands = [x]
+    if op == "reshape":
+        result, err = _numpy_outcome(lambda: v.reshape(arg))
+        call = lambda: fa.reshape(x.passed, arg)  # noqa: E731
+        grads = lambda s: [s.reshape(v.shape)]  # noqa: E731
+        errors = (ValueError,) if err else ()
+    elif op == "transpose":
+        result, err = _numpy_outcome(lambda: v.transpose(arg))
+        call = lambda: fa.transpose(x.passed, arg)  # noqa: E731
+        inverse = np.argsort(arg) if arg is not None and not err else None
+        grads = lambda s: [s.transpose(inverse)]  # noqa: E731
+        errors = (ValueError,) if err else ()
+    elif op == "concatenate":
+        others, axis = arg
+        operands = [x, *others]
+        dtypes_ = {o.dtype for o in operands}
+        result, err = _numpy_outcome(lambda: np.concatenate([o.plain for o in operands], axis))
+        call = lambda: fa.concatenate([o.passed for o in operands], axis=axis)  # noqa: E731
+        if len(dtypes_) > 1:
+            errors = (TypeError,)
+        elif err:
+            errors = (ValueError,)   # AxisError is a ValueError too
+        else:
+            errors = ()
+        splits = np.cumsum([np.shape(o.plain)[axis] for o in operands])[:-1] if not err else 0
+        grads = lambda s: np.split(s, splits, axis=axis)  # noqa: E731
+    else:
+        result, err = _numpy_outcome(lambda: v[arg])
+        call = lambda: x.passed[arg]  # noqa: E731
+
+        def grads(s):
+            g = np.zeros_like(v)
+            np.add.at(g, arg, s)
+            return [g]
+        errors = (err,) if err else ()
+        op = "getitem"
+
+    def reference(s):
+        return result, grads(s)
+
+    check_op(op, call, operands, reference, x.dtype, errors=errors)
+
+
+# --- fa.grad -----------------------------------------------------------------------------
+
+WRT_NAMES = ["w1", "b1", "w2", "h", "logits", "x", "unused", "ndarray"]
+
+
+@st.composite
+def grad_cases(draw):
+    dtype = draw(dtypes)
+    n, d, h, c = (draw(st.integers(1, 4)) for _ in range(4))
+    wrt_names = draw(st.lists(st.sampled_from(WRT_NAMES), min_size=1, max_size=5))
+    return dict(dtype=dtype, seed_values=draw(seeds), sizes=(n, d, h, c), wrt=wrt_names,
+                single=draw(st.booleans()) and len(wrt_names) == 1,
+                allow_unused=draw(st.booleans()),
+                output=draw(st.sampled_from(["loss", "loss", "logits", "logits-seeded"])),
+                seed=draw(st.sampled_from(["right", "right", "wrong-shape", "wrong-dtype",
+                                           "int"])),
+                split=draw(st.booleans()), retain=draw(st.booleans()))
+
+
+def _grad_graph(case):
+    n, d, h, c = case["sizes"]
+    dtype, rng = case["dtype"], np.random.default_rng(0)
+    t = {"x": fa.tensor(rng.standard_normal((n, d)).astype(dtype)),
+         "w1": fa.Parameter(rng.standard_normal((d, h)).astype(dtype)),
+         "b1": fa.Parameter(rng.standard_normal(h).astype(dtype)),
+         "w2": fa.Parameter(rng.standard_normal((h, c)).astype(dtype)),
+         "unused": fa.Parameter(np.ones(2, dtype)),
+         "ndarray": np.ones(2, dtype)}
+    t["h"] = fa.sigmoid(t["x"] @ t["w1"] + t["b1"])
+    t["logits"] = t["h"] @ t["w2"]
+    t["loss"] = fa.cross_entropy(t["logits"], np.arange(n) % c)
+    return t
+
+
+def _grad_mistakes(case, out, seed):
+    """[(exception type, words its message must contain)] for each mistake in the call."""
+    mistakes = []
+    names = case["wrt"]
+    if "ndarray" in names:
+        mistakes.append((TypeError, (f"wrt[{names.index('ndarray')}]",)))
+    if seed is None and out.size != 1:
+        mistakes.append((ValueError, ("seed",)))
+    elif seed is not None and seed.shape != out.shape:
+        mistakes.append((ValueError, ("seed",)))
+    elif seed is not None and seed.dtype in FLOATS and seed.dtype != out.dtype:
+        mistakes.append((TypeError, ("seed",)))
+    bad = [i for i, name in enumerate(names) if name in ("x", "unused")]
+    if bad and not case["allow_unused"]:
+        mistakes.append((ValueError, (f"wrt[{bad[0]}]",)))
+    return mistakes
+
+
+@given(grad_cases())
+def prop_grad(case):
+    """fa.grad's own arguments: wrt lists of leaves, intermediates, duplicates, data,
+    unused tensors and non-tensors; seeds of the right or wrong shape and dtype; one
+    joint call or one call per tensor. Values equal a joint call on a fresh graph."""
+    CASES[0] += 1
+    t = _grad_graph(case)
+    out = t["logits"] if case["output"].startswith("logits") else t["loss"]
+    seed = None
+    if case["output"] == "logits-seeded" or case["seed"] != "right":
+        rng = np.random.default_rng(case["seed_values"])
+        shape = out.shape if case["seed"] != "wrong-shape" else out.shape + (2,)
+        seed = rng.standard_normal(shape).astype(case["dtype"])
+        if case["seed"] == "wrong-dtype":
+            seed = seed.astype(FLOATS[1 - FLOATS.index(case["dtype"])])
+        elif case["seed"] == "int":
+            seed = np.round(seed * 3).astype(np.int32)
+    wrt = [t[name] for name in case["wrt"]]
+    mistakes = _grad_mistakes(case, out, seed)
+    call = lambda: fa.grad(out, wrt[0] if case["single"] else wrt, seed=seed,  # noqa: E731
+                           allow_unused=case["allow_unused"])
+    if mistakes:
+        # several mistakes: any of their errors will do; one: its message is checked too
+        mention = mistakes[0][1] if len(mistakes) == 1 else ()
+        with np.errstate(all="ignore"):
+            expect_error("grad", tuple({error for error, _ in mistakes}), call, mention)
+        return
+    # the reference: one joint call on a fresh copy of the graph, for every tensor at once
+    fresh = _grad_graph(case)
+    fresh_out = fresh["logits"] if case["output"].startswith("logits") else fresh["loss"]
+    names = ["w1", "b1", "w2", "h", "logits"]
+    joint = dict(zip(names, fa.grad(fresh_out, [fresh[k] for k in names], seed=seed)))
+    joint["x"] = np.zeros(t["x"].shape, case["dtype"])
+    joint["unused"] = np.zeros(2, case["dtype"])
+    if case["split"]:   # one call per tensor, in the drawn order, sharing one sweep
+        # (an intermediate asked for after the sweep passed it needs retain_graph=True)
+        retain = case["retain"] or {"h", "logits"} & set(case["wrt"])
+        got = [fa.grad(out, w, seed=seed, allow_unused=case["allow_unused"],
+                       retain_graph=bool(retain)) for w in wrt]
+    else:
+        got = call()
+        got = [got] if case["single"] else got
+    for name, g in zip(case["wrt"], got):
+        assert g.dtype == case["dtype"] and g.shape == t[name].shape, name
+        np.testing.assert_array_equal(g, joint[name], err_msg=f"gradient of {name}")
+
+
+# --- fan-out: several consumers accumulate into one adjoint buffer ----------------------------
+
+CONSUMERS = {
+    "sigmoid": fa.sigmoid, "softmax": fa.softmax, "log_softmax": fa.log_softmax,
+    "softmax-axis0": lambda x: fa.softmax(x, axis=0), "exp": fa.exp, "tanh": fa.tanh,
+    "matmul": lambda x: x @ fa.tensor(np.linspace(-1, 1, x.shape[1] * 3, dtype=x.dtype)
+                                      .reshape(x.shape[1], 3)),
+    "rmatmul": lambda x: fa.tensor(np.linspace(-1, 1, 3 * x.shape[0], dtype=x.dtype)
+                                   .reshape(3, x.shape[0])) @ x,
+    "bias": lambda x: fa.tensor(np.ones((2, x.shape[1]), x.dtype)) + x[0],
+    "cross_entropy": lambda x: fa.cross_entropy(x, np.arange(x.shape[0]) % x.shape[1]),
+    "nll_loss": lambda x: fa.nll_loss(x, np.arange(x.shape[0]) % x.shape[1]),
+    "gather": lambda x: x[np.arange(x.shape[0]), np.arange(x.shape[0]) % x.shape[1]],
+    "max": lambda x: fa.max(x, axis=1), "mul": lambda x: x * x, "relu": fa.relu,
+    "transpose": lambda x: x.T, "reversed": lambda x: x[::-1], "mean": fa.mean,
+}
+VIEWS = {"none": lambda p: p, "transposed": lambda p: p.T, "strided": lambda p: p[:, ::2],
+         "reversed": lambda p: p[::-1, ::-1]}
+BASES = {"none": lambda m, n: (m, n), "transposed": lambda m, n: (n, m),
+         "strided": lambda m, n: (m, 2 * n), "reversed": lambda m, n: (m, n)}
+
+
+@st.composite
+def fan_out_cases(draw):
+    return dict(
+        dtype=draw(dtypes),
+        view=draw(st.sampled_from(["transposed", "transposed", "strided", "reversed", "none"])),
+        shape=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+        consumers=draw(st.lists(st.sampled_from(sorted(CONSUMERS)), min_size=2, max_size=4)),
+        # (a transposed result makes the adjoint reaching x Fortran-ordered)
+        after=draw(st.lists(st.sampled_from(["none", "transpose", "transpose", "exp"]),
+                            min_size=4, max_size=4)),
+        seed=draw(seeds))
+
+
+def _fan_out_loss(case, p, which):
+    x = VIEWS[case["view"]](p)
+    loss = None
+    for i in which:
+        y = CONSUMERS[case["consumers"][i]](x)
+        after = case["after"][i]
+        y = fa.transpose(y) if after == "transpose" else fa.exp(y) if after == "exp" else y
+        term = fa.sum(y)
+        loss = term if loss is None else loss + term
+    return loss
+
+
+@given(fan_out_cases())
+def prop_fan_out(case):
+    """The gradient through k consumers of one tensor is the sum of the k gradients,
+    whatever layout the tensor and the consumers' contributions have."""
+    CASES[0] += 1
+    dtype = case["dtype"]
+    base = values(case["seed"], BASES[case["view"]](*case["shape"]), dtype)
+    p = fa.Parameter(base)
+    with np.errstate(all="ignore"):
+        joint = fa.grad(_fan_out_loss(case, p, range(len(case["consumers"]))), p)
+        separate = sum(_single_grad(case, base, i) for i in range(len(case["consumers"])))
+    assert joint.dtype == dtype, f"gradient dtype {joint.dtype}, expected {dtype}"
+    np.testing.assert_allclose(joint, separate, **TOL[np.dtype(dtype)])
+    np.testing.assert_array_equal(p.value, base)
+
+
+def _single_grad(case, base, i):
+    p = fa.Parameter(base)
+    return fa.grad(_fan_out_loss(case, p, [i]), p).astype(np.float64)
+
+
+# --- the child's main -----------------------------------------------------------------------
+
+FAMILIES = {
+    "unary": [prop_unary],
+    "binary": [prop_binary, prop_where],
+    "matmul": [prop_matmul],
+    "reductions": [prop_reductions],
+    "softmax": [prop_softmax],
+    "losses": [prop_losses],
+    "shapes": [prop_shapes],
+    "grad": [prop_grad],
+    "fan_out": [prop_fan_out],
+}
+
+
+def _child_main(family):
+    np.seterr(all="ignore")  # NaN, Inf and overflow are what the campaign feeds in
+    warnings.simplefilter("ignore", RuntimeWarning)   # e.g. the mean of an empty axis
+    failed = False
+    for prop in FAMILIES[family]:
+        configured = settings(derandomize=True, database=None, deadline=None,
+                              max_examples=EXAMPLES[family] // len(FAMILIES[family]) + 1,
+                              suppress_health_check=list(HealthCheck),
+                              print_blob=False)(prop)
+        try:
+            configured()
+        except Exception:  # noqa: BLE001  (report, then run the other properties)
+            failed = True
+            print(f"FAILED {prop.__name__}:", flush=True)
+            traceback.print_exc(file=sys.stdout)
+    print(f"{CASES[0]} cases", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])
