@@ -147,18 +147,6 @@ cdef void sigmoid_kernel(const real* x, real* y, index_t size) noexcept nogil:
         start = stop
 
 
-cdef void sigmoid_grad_kernel(const real* g, const real* y, real* dx, index_t size,
-                              bint accumulate) noexcept nogil:
-    cdef index_t i
-    cdef real one = 1
-    if accumulate:
-        for i in range(size):
-            dx[i] += g[i] * y[i] * (one - y[i])
-    else:
-        for i in range(size):
-            dx[i] = g[i] * y[i] * (one - y[i])
-
-
 def sigmoid(cnp.ndarray x, cnp.ndarray out):
     """out = 1 / (1 + exp(-x)), stable for large |x|; out must not overlap x."""
     cdef index_t size = cnp.PyArray_SIZE(x)
@@ -172,8 +160,36 @@ def sigmoid(cnp.ndarray x, cnp.ndarray out):
             sigmoid_kernel[double](<double*>px, <double*>po, size)
 
 
-def sigmoid_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
-    """out (+)= g * y * (1 - y), from the saved output y."""
+# ----------------------------------------------------------------------------
+# Activation gradients from the saved output y (ReLU's forward is NumPy's maximum)
+# ----------------------------------------------------------------------------
+
+cdef enum Activation:
+    SIGMOID
+    RELU
+
+
+cdef inline real activation_grad1(Activation kind, real g, real y) noexcept nogil:
+    cdef real zero = 0, one = 1
+    if kind == SIGMOID:
+        return g * y * (one - y)
+    return g if y > zero else zero  # relu'(0) = 0
+
+
+cdef void activation_grad_kernel(Activation kind, const real* g, const real* y, real* dx,
+                                 index_t size, bint accumulate) noexcept nogil:
+    # `kind` and `accumulate` are loop-invariant: the compiler unswitches and vectorises.
+    cdef index_t i
+    if accumulate:
+        for i in range(size):
+            dx[i] += activation_grad1(kind, g[i], y[i])
+    else:
+        for i in range(size):
+            dx[i] = activation_grad1(kind, g[i], y[i])
+
+
+cdef activation_grad(Activation kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray out,
+                     bint accumulate):
     cdef index_t size = cnp.PyArray_SIZE(y)
     cdef void* pg = ptr(g)
     cdef void* py = ptr(y)
@@ -181,39 +197,21 @@ def sigmoid_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate)
     cdef bint f32 = is_f32(y)
     with nogil:
         if f32:
-            sigmoid_grad_kernel[float](<float*>pg, <float*>py, <float*>po, size, accumulate)
+            activation_grad_kernel[float](kind, <float*>pg, <float*>py, <float*>po, size,
+                                          accumulate)
         else:
-            sigmoid_grad_kernel[double](<double*>pg, <double*>py, <double*>po, size, accumulate)
+            activation_grad_kernel[double](kind, <double*>pg, <double*>py, <double*>po, size,
+                                           accumulate)
 
 
-# ----------------------------------------------------------------------------
-# ReLU backward (the forward is NumPy's maximum)
-# ----------------------------------------------------------------------------
-
-cdef void relu_grad_kernel(const real* g, const real* y, real* dx, index_t size,
-                           bint accumulate) noexcept nogil:
-    cdef index_t i
-    cdef real zero = 0
-    if accumulate:
-        for i in range(size):
-            dx[i] += g[i] if y[i] > zero else zero
-    else:
-        for i in range(size):
-            dx[i] = g[i] if y[i] > zero else zero
+def sigmoid_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
+    """out (+)= g * y * (1 - y)."""
+    activation_grad(SIGMOID, g, y, out, accumulate)
 
 
 def relu_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
-    """out (+)= g where y > 0, else 0 (so relu'(0) = 0), from the saved output y."""
-    cdef index_t size = cnp.PyArray_SIZE(y)
-    cdef void* pg = ptr(g)
-    cdef void* py = ptr(y)
-    cdef void* po = ptr(out)
-    cdef bint f32 = is_f32(y)
-    with nogil:
-        if f32:
-            relu_grad_kernel[float](<float*>pg, <float*>py, <float*>po, size, accumulate)
-        else:
-            relu_grad_kernel[double](<double*>pg, <double*>py, <double*>po, size, accumulate)
+    """out (+)= g where y > 0, else 0."""
+    activation_grad(RELU, g, y, out, accumulate)
 
 
 # ----------------------------------------------------------------------------
@@ -305,12 +303,32 @@ cdef void log_softmax_grad_rows(const real* g, const real* y, real* dx, index_t 
         dx += cols
 
 
+cdef enum Rowwise:
+    SOFTMAX
+    LOG_SOFTMAX
+
+
+cdef void rows_forward(Rowwise kind, const real* x, real* y, index_t rows,
+                       index_t cols) noexcept nogil:
+    if kind == SOFTMAX:
+        softmax_rows(x, y, rows, cols)
+    else:
+        log_softmax_rows(x, y, rows, cols)
+
+
+cdef void rows_backward(Rowwise kind, const real* g, const real* y, real* dx, index_t rows,
+                        index_t cols, bint accumulate) noexcept nogil:
+    if kind == SOFTMAX:
+        softmax_grad_rows(g, y, dx, rows, cols, accumulate)
+    else:
+        log_softmax_grad_rows(g, y, dx, rows, cols, accumulate)
+
+
 cdef inline index_t last_dim(cnp.ndarray x) noexcept:
     return x.shape[x.ndim - 1] if x.ndim > 0 else 1
 
 
-def softmax(cnp.ndarray x, cnp.ndarray out):
-    """out = softmax(x) over the last axis (row max subtracted)."""
+cdef rowwise(Rowwise kind, cnp.ndarray x, cnp.ndarray out):
     cdef index_t cols = last_dim(x)
     cdef index_t rows = cnp.PyArray_SIZE(x) // cols if cols else 0
     cdef void* px = ptr(x)
@@ -318,53 +336,46 @@ def softmax(cnp.ndarray x, cnp.ndarray out):
     cdef bint f32 = is_f32(x)
     with nogil:
         if f32:
-            softmax_rows[float](<float*>px, <float*>po, rows, cols)
+            rows_forward[float](kind, <float*>px, <float*>po, rows, cols)
         else:
-            softmax_rows[double](<double*>px, <double*>po, rows, cols)
+            rows_forward[double](kind, <double*>px, <double*>po, rows, cols)
+
+
+cdef rowwise_grad(Rowwise kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray out,
+                  bint accumulate):
+    cdef index_t cols = last_dim(y)
+    cdef index_t rows = cnp.PyArray_SIZE(y) // cols if cols else 0
+    cdef void* pg = ptr(g)
+    cdef void* py = ptr(y)
+    cdef void* po = ptr(out)
+    cdef bint f32 = is_f32(y)
+    with nogil:
+        if f32:
+            rows_backward[float](kind, <float*>pg, <float*>py, <float*>po, rows, cols,
+                                 accumulate)
+        else:
+            rows_backward[double](kind, <double*>pg, <double*>py, <double*>po, rows, cols,
+                                  accumulate)
+
+
+def softmax(cnp.ndarray x, cnp.ndarray out):
+    """out = softmax(x) over the last axis (row max subtracted)."""
+    rowwise(SOFTMAX, x, out)
 
 
 def softmax_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
     """out (+)= y * (g - sum(g * y, axis=-1)) from the saved output y."""
-    cdef index_t cols = last_dim(y)
-    cdef index_t rows = cnp.PyArray_SIZE(y) // cols if cols else 0
-    cdef void* pg = ptr(g)
-    cdef void* py = ptr(y)
-    cdef void* po = ptr(out)
-    cdef bint f32 = is_f32(y)
-    with nogil:
-        if f32:
-            softmax_grad_rows[float](<float*>pg, <float*>py, <float*>po, rows, cols, accumulate)
-        else:
-            softmax_grad_rows[double](<double*>pg, <double*>py, <double*>po, rows, cols, accumulate)
+    rowwise_grad(SOFTMAX, g, y, out, accumulate)
 
 
 def log_softmax(cnp.ndarray x, cnp.ndarray out):
-    """out = x - max - log(sum(exp(x - max))) over the last axis."""
-    cdef index_t cols = last_dim(x)
-    cdef index_t rows = cnp.PyArray_SIZE(x) // cols if cols else 0
-    cdef void* px = ptr(x)
-    cdef void* po = ptr(out)
-    cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            log_softmax_rows[float](<float*>px, <float*>po, rows, cols)
-        else:
-            log_softmax_rows[double](<double*>px, <double*>po, rows, cols)
+    """out = (x - max) - log(sum(exp(x - max))) over the last axis."""
+    rowwise(LOG_SOFTMAX, x, out)
 
 
 def log_softmax_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
     """out (+)= g - exp(y) * sum(g, axis=-1) from the saved output y."""
-    cdef index_t cols = last_dim(y)
-    cdef index_t rows = cnp.PyArray_SIZE(y) // cols if cols else 0
-    cdef void* pg = ptr(g)
-    cdef void* py = ptr(y)
-    cdef void* po = ptr(out)
-    cdef bint f32 = is_f32(y)
-    with nogil:
-        if f32:
-            log_softmax_grad_rows[float](<float*>pg, <float*>py, <float*>po, rows, cols, accumulate)
-        else:
-            log_softmax_grad_rows[double](<double*>pg, <double*>py, <double*>po, rows, cols, accumulate)
+    rowwise_grad(LOG_SOFTMAX, g, y, out, accumulate)
 
 
 # ----------------------------------------------------------------------------

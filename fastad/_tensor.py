@@ -42,6 +42,19 @@ def to_array(data, dtype=None, copy=False, what="tensor"):
     return np.require(array, dtype=target, requirements="CAW")
 
 
+def check_matches(array, template, what):
+    """Raise unless `array` is an ndarray of `template`'s dtype (TypeError) and shape
+    (ValueError); messages start with `what`."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{what} must be an ndarray, got {type(array).__name__}")
+    if array.dtype != template.dtype:
+        raise TypeError(f"{what} has dtype {array.dtype}, "
+                        f"the parameter has dtype {template.dtype}")
+    if array.shape != template.shape:
+        raise ValueError(f"{what} has shape {array.shape}, "
+                         f"the parameter has shape {template.shape}")
+
+
 class Tensor:
     """An ndarray that remembers how it was computed, for reverse-mode gradients.
 

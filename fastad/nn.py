@@ -8,7 +8,7 @@ registers it, in assignment order; that order is the order of `.parameters()` an
 import numpy as np
 
 from ._ops import matmul, relu, sigmoid, tanh
-from ._tensor import Parameter, Tensor, float_dtype
+from ._tensor import Parameter, Tensor, check_matches, float_dtype
 
 __all__ = ["Module", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh"]
 
@@ -100,15 +100,7 @@ class Module:
             source = state_dict[name]
             if isinstance(source, Tensor):
                 source = source.value
-            if not isinstance(source, np.ndarray):
-                raise TypeError(f"load_state_dict: {name!r} must be an ndarray or a Tensor, "
-                                f"got {type(source).__name__}")
-            if source.shape != p.shape:
-                raise ValueError(f"load_state_dict: {name!r} has shape {source.shape}, the "
-                                 f"parameter has shape {p.shape}")
-            if source.dtype != p.dtype:
-                raise TypeError(f"load_state_dict: {name!r} has dtype {source.dtype}, the "
-                                f"parameter has dtype {p.dtype}")
+            check_matches(source, p.value, f"load_state_dict: {name!r}")
             sources[name] = source
         for name, p in own.items():
             np.copyto(p.value, sources[name])

@@ -13,7 +13,7 @@ Hyperparameters live in attributes (`opt.lr = 0.01` takes effect at the next ste
 import numpy as np
 
 from . import _optim as K
-from ._tensor import Tensor
+from ._tensor import Tensor, check_matches
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
@@ -71,15 +71,7 @@ class Optimizer:
                 and value.dtype == self._dtypes[i]):
             raise ValueError(f"{type(self).__name__}: params[{i}].value was replaced by an "
                              "array of another shape, dtype or layout; update it in place")
-        if not isinstance(grad, np.ndarray):
-            raise TypeError(f"{type(self).__name__}: params[{i}].grad must be an ndarray, "
-                            f"got {type(grad).__name__}")
-        if grad.dtype != value.dtype:
-            raise TypeError(f"{type(self).__name__}: params[{i}].grad has dtype "
-                            f"{grad.dtype}, the parameter {value.dtype}")
-        if grad.shape != value.shape:
-            raise ValueError(f"{type(self).__name__}: params[{i}].grad has shape "
-                             f"{grad.shape}, the parameter {value.shape}")
+        check_matches(grad, value, f"{type(self).__name__}: params[{i}].grad")
         return grad if grad.flags.c_contiguous else np.ascontiguousarray(grad)
 
     def _update(self, i, value, grad):
