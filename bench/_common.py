@@ -268,8 +268,11 @@ def torch_available():
 # --- children -------------------------------------------------------------------------
 
 def child_env():
+    """The environment for a child: bench/ importable, and no empty PYTHONPATH entry
+    (an empty entry means the working directory, the repo root, whose uncompiled
+    fastad/ would shadow the installed package)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = BENCH_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (BENCH_DIR, env.get("PYTHONPATH")) if p)
     return env
 
 
