@@ -352,7 +352,7 @@ def _view_cases():
                                            id=case_id + ("-fan-out" if fan_out else ""))
 
 
-@pytest.mark.parametrize("fn, positive, view, shape, dtype, fan_out", _view_cases())
+@pytest.mark.parametrize("fn, positive, view, shape, dtype, fan_out", list(_view_cases()))
 def test_view_inputs(fn, positive, view, shape, dtype, fan_out):
     """op(view of a Parameter) has the value of op(C-contiguous copy), and the gradient
     reaching the Parameter is the copy's gradient in the view's positions (zeros
