@@ -15,7 +15,6 @@ from ._buffers import empty
 from ._tensor import Tensor, to_array
 
 
-
 # --- operands -----------------------------------------------------------------------
 
 def _tensor_arg(op, x):
@@ -39,7 +38,8 @@ def _constant(op, x, dtype):
     other_precision = array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) \
         and array.dtype.itemsize != dtype.itemsize  # byte order aside
     if isinstance(x, np.ndarray) and other_precision:
-        raise TypeError(f"{op}: cannot mix {dtype} and {array.dtype.newbyteorder('=')} operands")
+        other = array.dtype.newbyteorder("=")
+        raise TypeError(f"{op}: cannot mix {dtype} and {other} operands")
     return to_array(array, dtype, what=op)
 
 
