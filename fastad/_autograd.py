@@ -75,8 +75,12 @@ def record(vjp, value, inputs, saved=()):
         _check_finite(value, f"the forward value of '{vjp.op_name}'")
     if not modes.grad_enabled:
         return _make_tensor(value, vjp.op_name, None)
-    parents = tuple([None if t is None or not t.requires_grad else t._node or t
-                     for t in inputs])
+    if len(inputs) == 1:  # most ops: no comprehension (a function call of its own)
+        (t,) = inputs
+        parents = (t._node or t if t.requires_grad else None,)
+    else:
+        parents = tuple([None if t is None or not t.requires_grad else t._node or t
+                         for t in inputs])
     for parent in parents:
         if parent is not None:
             return _make_tensor(value, vjp.op_name, Node(vjp, parents, saved))
@@ -141,8 +145,12 @@ class Sweep:
                     g = adjoints.pop(node)
                     movable = node not in unowned
                 parents = node.parents
-                out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
-                             for p in parents])
+                if len(parents) == 1:  # most nodes: no comprehension (a call of its own)
+                    (parent,) = parents
+                    out = (None if parent in unowned else adjoints.get(parent),)
+                else:
+                    out = tuple([SKIP if p is None else None if p in unowned
+                                 else adjoints.get(p) for p in parents])
                 try:
                     grads = node.vjp(g, node.saved, out)
                 except BaseException as error:
