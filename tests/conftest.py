@@ -1,16 +1,22 @@
 """Shared fixtures for fastad's tests.
 
 With `--import-mode=importlib` test modules cannot import this file, so every shared
-helper is a fixture: `rng`, `dtype` (both float dtypes), `torch` (skips when PyTorch is
+helper is a fixture (plain helpers that are not fixtures live in tests/_*.py): `rng`, `dtype` (both float dtypes), `torch` (skips when PyTorch is
 missing), `assert_close` (tolerances by dtype) and `count_vjps` (a test-only counter of
 the backward calls each recorded node receives).
 """
 import collections
+import pathlib
+import sys
 
 import numpy as np
 import pytest
 
 import fastad as fa
+
+# Plain helper modules beside the tests (tests/_layouts.py) import by name, as they do
+# in the campaign's child processes, which run from this folder.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 # Tolerances against an independent reference (PyTorch, NumPy in float64, or exact
 # values): float32 results carry float32 rounding, float64 results only a few ulps.

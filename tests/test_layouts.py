@@ -16,43 +16,13 @@ import numpy as np
 import pytest
 
 import fastad as fa
+from _layouts import LAYOUTS
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 
 
-# --- ndarray layouts: each returns an array equal to `a` laid out differently -------------
-
-def _misaligned(a):
-    buffer = bytearray(a.nbytes + 1)
-    out = np.frombuffer(buffer, a.dtype, count=a.size, offset=1).reshape(a.shape)
-    out[...] = a
-    return out
-
-
-def _read_only(a):
-    out = a.copy()
-    out.flags.writeable = False
-    return out
-
-
-def _strided(a):
-    out = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2] if a.ndim else a.copy()
-    out[...] = a
-    return out
-
-
-LAYOUTS = {
-    "C": lambda a: a.copy(),
-    "fortran": lambda a: np.asfortranarray(a),
-    "strided": _strided,
-    "negative-strides": lambda a: a[(slice(None, None, -1),) * a.ndim].copy()[
-        (slice(None, None, -1),) * a.ndim],
-    "read-only": _read_only,
-    "byte-swapped": lambda a: a.astype(a.dtype.newbyteorder()),
-    "misaligned": _misaligned,
-}
-
+# --- ndarray layouts (tests/_layouts.py) ----------------------------------------------
 
 def test_layout_helpers_make_what_they_say():
     a = np.arange(12.0).reshape(3, 4)
@@ -189,11 +159,8 @@ def test_broadcast_operands(name, fn, p_shape, a_shape, positive, dtype):
 
 
 LABEL_LAYOUTS = {
-    "strided": lambda y: _strided(y),
-    "negative-strides": LAYOUTS["negative-strides"],
-    "read-only": _read_only,
-    "byte-swapped": lambda y: y.astype(y.dtype.newbyteorder()),
-    "misaligned": _misaligned,
+    **{name: LAYOUTS[name] for name in ("strided", "negative-strides", "read-only",
+                                        "byte-swapped", "misaligned")},
     "int8": lambda y: y.astype(np.int8),
     "uint16-byte-swapped": lambda y: y.astype(">u2"),
 }

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastad as fa
+from _layouts import LAYOUTS
 
 # examples per property; the whole campaign is a few thousand cases
 EXAMPLES = {
@@ -63,45 +64,6 @@ HUGE = {np.dtype(np.float32): 1e30, np.dtype(np.float64): 1e300}
 TOL = {np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
        np.dtype(np.float64): dict(rtol=1e-9, atol=1e-12)}
 CASES = [0]  # a counter the child reports
-
-
-def _misaligned(a):
-    buffer = bytearray(a.nbytes + 1)
-    out = np.frombuffer(buffer, a.dtype, count=a.size, offset=1).reshape(a.shape)
-    out[...] = a
-    return out
-
-
-def _strided(a):
-    if a.ndim == 0:
-        return a.copy()
-    out = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]
-    out[...] = a
-    return out
-
-
-def _reversed(a):
-    if a.ndim == 0:
-        return a.copy()
-    flip = (slice(None, None, -1),) * a.ndim
-    return a[flip].copy()[flip]
-
-
-def _read_only(a):
-    out = a.copy()
-    out.flags.writeable = False
-    return out
-
-
-LAYOUTS = {
-    "C": lambda a: a.copy(),
-    "F": np.asfortranarray,
-    "strided": _strided,
-    "negative-strides": _reversed,
-    "read-only": _read_only,
-    "byte-swapped": lambda a: a.astype(a.dtype.newbyteorder()),
-    "misaligned": _misaligned,
-}
 
 
 def in_layout(name, a):
