@@ -144,8 +144,12 @@ def _shape(v):
     return v.shape if type(v) is np.ndarray else ()
 
 
-def _broadcasting(name, compute, grad_a, grad_b, saves_values=True):
-    """A binary op with NumPy broadcasting; grad_a/grad_b(g, a, b, y) are its partials."""
+def _broadcasting(name, compute, grad_a, grad_b, saves_operands=True, saves_output=False):
+    """A binary op with NumPy broadcasting; grad_a/grad_b(g, a, b, y) are its partials.
+
+    The vjp gets a, b and y only if the op saves them (saving keeps them alive until the
+    sweep passes this node).
+    """
 
     @vjp_of(name)
     def vjp(g, saved, out):
@@ -161,8 +165,9 @@ def _broadcasting(name, compute, grad_a, grad_b, saves_values=True):
             y = compute(av, bv)
         except ValueError:
             raise _shape_error(name, av, bv) from None
-        saved = (av, bv, y) if saves_values else (None, None, None)
-        return record(vjp, y, (ta, tb), (_shape(av), _shape(bv)) + saved)
+        saved = (_shape(av), _shape(bv), av if saves_operands else None,
+                 bv if saves_operands else None, y if saves_output else None)
+        return record(vjp, y, (ta, tb), saved)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"{name}(a, b) elementwise, with NumPy broadcasting."
@@ -179,14 +184,14 @@ def _add_values(a, b):
 
 
 add = _broadcasting("add", _add_values, lambda g, a, b, y: g, lambda g, a, b, y: g,
-                    saves_values=False)
+                    saves_operands=False)
 sub = _broadcasting("sub", np.subtract, lambda g, a, b, y: g, lambda g, a, b, y: -g,
-                    saves_values=False)
+                    saves_operands=False)
 mul = _broadcasting("mul", np.multiply, lambda g, a, b, y: g * b, lambda g, a, b, y: g * a)
 div = _broadcasting("div", np.true_divide, lambda g, a, b, y: g / b,
-                    lambda g, a, b, y: -g * y / b)
+                    lambda g, a, b, y: -g * y / b, saves_output=True)
 pow = _broadcasting("pow", np.power, lambda g, a, b, y: g * b * a ** (b - 1),
-                    lambda g, a, b, y: g * y * np.log(a, dtype=g.dtype))
+                    lambda g, a, b, y: g * y * np.log(a, dtype=g.dtype), saves_output=True)
 
 
 def _column_sum(out, g):
