@@ -565,6 +565,30 @@ def mlp_gemm_floor(params, X, sizes, batch):
     return products
 
 
+class GemmFloor:
+    """A training step's matrix products (`mlp_gemm_floor`), each timed in both output
+    orientations and then run in its faster one; optionally checked against NumPy."""
+
+    def __init__(self, params, X, sizes, batch, repeats, check=False):
+        self.products = mlp_gemm_floor(params, X, sizes, batch)
+        if check:
+            for prod in self.products:
+                errors = prod.check()
+                if max(errors.values()) > 1e-4:
+                    raise AssertionError(f"GEMM floor product {prod.name} is wrong: {errors}")
+        for prod in self.products:
+            prod.choose_orientation(repeats=repeats)
+
+    def step(self):
+        for prod in self.products:
+            prod()
+
+    def row_major_step(self):
+        """Every product written row-major, as fastad writes most of them."""
+        for prod in self.products:
+            prod.call("C")
+
+
 # --- profiling (--profile) -------------------------------------------------------------
 
 def kernel_breakdown(step, n, label_gemm=True):

@@ -56,16 +56,9 @@ def main():
                 grads = fa.grad(loss, params)
                 del grads, loss
 
-            products = C.mlp_gemm_floor(arrays, X, sizes, batch)
-            for prod in products:
-                prod.choose_orientation(repeats=1)
-
-            def floor_step():
-                for prod in products:
-                    prod()
-
+            floor = C.GemmFloor(arrays, X, sizes, batch, repeats=1)
             runners = [C.in_process([("fastad", C.timed(fastad_step)),
-                                     ("floor", C.timed(floor_step))])]
+                                     ("floor", C.timed(floor.step))])]
             if child:
                 child.set(batch=batch)
                 runners.append(C.in_child(child, warmup=1))
@@ -83,7 +76,7 @@ def main():
                              f"{flops / med['fastad'] / 1e9:.1f}"])
             print(f"batch {batch}: " + ", ".join(f"{k} {C.fmt_time(v)}"
                                                  for k, v in med.items()), flush=True)
-            del products, x, X
+            del floor, x, X
     finally:
         if child:
             child.close()

@@ -216,24 +216,11 @@ def part_a(args, fa, params, forward, repeats, results, targets):
 def part_bc(args, fa, arrays, X, y, sizes, batch, repeats, forward, fastad_step, sweep,
             results, targets):
     """(b) the step vs its GEMM floor (same process), (c) vs PyTorch (child process)."""
-    products = C.mlp_gemm_floor(arrays, X, sizes, batch)
-    if args.quick or args.check_floor:
-        for prod in products:
-            errs = prod.check()
-            if max(errs.values()) > 1e-4:
-                raise AssertionError(f"GEMM floor product {prod.name} is wrong: {errs}")
-    for prod in products:
-        prod.choose_orientation(repeats=3)
+    floor = C.GemmFloor(arrays, X, sizes, batch, repeats=3,
+                        check=args.quick or args.check_floor)
+    products, floor_step, floor_rowmajor_step = floor.products, floor.step, floor.row_major_step
     flops = C.mlp_gemm_flops(sizes, batch)
     assert flops == sum(prod.flops for prod in products)
-
-    def floor_step():
-        for prod in products:
-            prod()
-
-    def floor_rowmajor_step():
-        for prod in products:
-            prod.call("C")
 
     def numpy_step():
         C.numpy_mlp_step(arrays, X, y)

@@ -66,22 +66,9 @@ def main():
     fa_loss = float(loss.value)
     del loss, got, ref
 
-    products = C.mlp_gemm_floor(arrays, X, sizes, batch)
-    if args.quick:
-        for prod in products:
-            if max(prod.check().values()) > 1e-4:
-                raise AssertionError(f"GEMM floor product {prod.name} is wrong")
-    for prod in products:
-        prod.choose_orientation(repeats=5)
+    floor = C.GemmFloor(arrays, X, sizes, batch, repeats=5, check=args.quick)
+    products, floor_step, floor_rowmajor_step = floor.products, floor.step, floor.row_major_step
     flops = C.mlp_gemm_flops(sizes, batch)
-
-    def floor_step():
-        for prod in products:
-            prod()
-
-    def floor_rowmajor_step():
-        for prod in products:
-            prod.call("C")
 
     def numpy_step():
         C.numpy_mlp_step(arrays, X, y, act=args.act)

@@ -133,7 +133,8 @@ class Sweep:
         """Process nodes until every node numbered >= stop is done."""
         order, adjoints, unowned = self.order, self.adjoints, self.unowned
         anomaly = modes.anomaly
-        position = self.position
+        position = start = self.position
+        node = None
         try:
             while position < len(order) and order[position].index >= stop:
                 node = order[position]
@@ -151,21 +152,12 @@ class Sweep:
                 else:
                     out = tuple([SKIP if p is None else None if p in unowned
                                  else adjoints.get(p) for p in parents])
-                try:
-                    grads = node.vjp(g, node.saved, out)
-                except BaseException as error:
-                    self.stopped_by = (node.vjp.op_name, error)
-                    raise
+                grads = node.vjp(g, node.saved, out)
                 for parent, buffer, contribution in zip(parents, out, grads):
                     if parent is None:
                         continue
                     if anomaly:
-                        try:
-                            _check_finite(contribution,
-                                          f"the backward of '{node.vjp.op_name}'")
-                        except FloatingPointError as error:
-                            self.stopped_by = (node.vjp.op_name, error)
-                            raise
+                        _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
                     if contribution is buffer:
                         continue  # accumulated in place
                     if type(contribution) is not np.ndarray:
@@ -185,9 +177,13 @@ class Sweep:
                 if not retain_graph:
                     node.saved = None
                     node.released = True
-                    self.released_any = True
+        except BaseException as error:
+            # The node was half applied: its partial gradients can never be completed.
+            self.stopped_by = (node.vjp.op_name if node else "the sweep", error)
+            raise
         finally:
             self.position = position
+            self.released_any |= not retain_graph and position > start
 
     def _check_remaining(self):
         """Refuse, before doing any work, a sweep through a released graph or through an

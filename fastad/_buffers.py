@@ -48,9 +48,3 @@ def empty(shape, dtype, order="C"):
         if len(arrays) < POOL_PER_SHAPE:
             arrays.append(array)
         return array
-
-
-def clear():
-    """Forget every pooled array (they are freed once no one else holds them)."""
-    with _lock:
-        _pool.clear()
