@@ -22,7 +22,15 @@ import numpy as np
 from ._tensor import Tensor
 
 SKIP = "skip"
-_next_index = itertools.count().__next__
+# One clock numbers nodes as they are made and stamps in-place updates of leaves, so a
+# node is stale exactly when one of its leaves was stamped after it.
+_clock = itertools.count().__next__
+
+
+def mark_modified(leaf):
+    """Record that `leaf`'s value was changed in place (an optimizer step, a load):
+    sweeping an op recorded before this point raises instead of using the new value."""
+    leaf._modified_at = _clock()
 
 
 class _Modes(threading.local):
@@ -36,21 +44,14 @@ modes = _Modes()
 class Node:
     """One recorded op application: enough to send its output's adjoint to its inputs."""
 
-    __slots__ = ("vjp", "parents", "saved", "index", "versions", "released")
+    __slots__ = ("vjp", "parents", "saved", "index", "released")
 
     def __init__(self, vjp, parents, saved):
         self.vjp = vjp
         self.parents = parents
         self.saved = saved
-        self.index = _next_index()
+        self.index = _clock()
         self.released = False
-        # Leaves are checked at sweep time for in-place updates made after recording.
-        self.versions = None
-        for p in parents:
-            if p is not None and type(p) is not Node:
-                self.versions = tuple((leaf, leaf._version) for leaf in parents
-                                      if leaf is not None and type(leaf) is not Node)
-                break
 
     def __repr__(self):
         return f"<Node {self.vjp.op_name} #{self.index}>"
@@ -75,12 +76,8 @@ def record(vjp, value, inputs, saved=()):
         _check_finite(value, f"the forward value of '{vjp.op_name}'")
     if not modes.grad_enabled:
         return _make_tensor(value, vjp.op_name, None)
-    if len(inputs) == 1:  # most ops: no comprehension (a function call of its own)
-        (t,) = inputs
-        parents = (t._node or t if t.requires_grad else None,)
-    else:
-        parents = tuple([None if t is None or not t.requires_grad else t._node or t
-                         for t in inputs])
+    parents = tuple([None if t is None or not t.requires_grad else t._node or t
+                     for t in inputs])
     for parent in parents:
         if parent is not None:
             return _make_tensor(value, vjp.op_name, Node(vjp, parents, saved))
@@ -103,7 +100,7 @@ class Sweep:
 
     def __init__(self, root, seed):
         self.seed = seed
-        self.order, self.final_at = _reachable(root)
+        self.order, self.final_at, self.leaf_uses = _reachable(root)
         self.adjoints = {root: seed.copy()}
         self.unowned = set()   # nodes whose adjoint buffer is shared, so never written in place
         self.results = {}
@@ -146,12 +143,8 @@ class Sweep:
                     g = adjoints.pop(node)
                     movable = node not in unowned
                 parents = node.parents
-                if len(parents) == 1:  # most nodes: no comprehension (a call of its own)
-                    (parent,) = parents
-                    out = (None if parent in unowned else adjoints.get(parent),)
-                else:
-                    out = tuple([SKIP if p is None else None if p in unowned
-                                 else adjoints.get(p) for p in parents])
+                out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
+                             for p in parents])
                 grads = node.vjp(g, node.saved, out)
                 for parent, buffer, contribution in zip(parents, out, grads):
                     if parent is None:
@@ -194,14 +187,20 @@ class Sweep:
                 f"an earlier sweep of this output stopped in the backward of '{op_name}' "
                 f"({type(error).__name__}: {error}); its partial gradients cannot be "
                 "completed: compute the output again")
-        for node in self.order[self.position:]:
+        remaining = self.order[self.position:]
+        for node in remaining:
             if node.released:
                 raise RuntimeError(
                     f"the graph through '{node.vjp.op_name}' was already released by an "
                     "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
                     "to sweep it again")
-            if node.versions is not None:
-                _check_versions(node)
+        newest = remaining[0].index if remaining else -1
+        for node, leaf in self.leaf_uses:
+            if node.index <= newest and leaf._modified_at > node.index:
+                raise RuntimeError(
+                    f"a leaf of shape {leaf.shape} used by '{node.vjp.op_name}' was modified "
+                    "in place (e.g. by an optimizer step) after the op was recorded; its "
+                    "gradient would be wrong. Compute gradients before updating parameters.")
 
     def finish(self, retain_graph):
         """Run to the end; return {leaf Tensor: gradient} for every leaf reached."""
@@ -221,16 +220,20 @@ def _combine(existing, contribution, owned):
 
 
 def _reachable(root):
-    """Nodes reachable from root, newest first, and for each node or leaf the number of
-    its earliest consumer (after which its adjoint is final)."""
+    """Nodes reachable from root, newest first; for each node or leaf the number of its
+    earliest consumer (after which its adjoint is final); and the (node, leaf) pairs
+    where a node reads a leaf."""
     final_at = {root: math.inf}
     nodes = [root] if type(root) is Node else []
+    leaf_uses = []
     stack = list(nodes)
     while stack:
         node = stack.pop()
         for parent in node.parents:
             if parent is None:
                 continue
+            if type(parent) is not Node:
+                leaf_uses.append((node, parent))
             if parent in final_at:
                 if node.index < final_at[parent]:
                     final_at[parent] = node.index
@@ -240,20 +243,11 @@ def _reachable(root):
                     nodes.append(parent)
                     stack.append(parent)
     nodes.sort(key=_index, reverse=True)
-    return nodes, final_at
+    return nodes, final_at, leaf_uses
 
 
 def _index(node):
     return node.index
-
-
-def _check_versions(node):
-    for leaf, version in node.versions:
-        if leaf._version != version:
-            raise RuntimeError(
-                f"a leaf of shape {leaf.shape} used by '{node.vjp.op_name}' was modified in "
-                "place (e.g. by an optimizer step) after the op was recorded; its gradient "
-                "would be wrong. Compute gradients before updating parameters.")
 
 
 # --- the public entry points --------------------------------------------------------

@@ -61,7 +61,7 @@ class Tensor:
     Build one with `fa.tensor` or `fa.Parameter`; ops return new Tensors.
     """
 
-    __slots__ = ("value", "requires_grad", "grad", "_node", "_op", "_version",
+    __slots__ = ("value", "requires_grad", "grad", "_node", "_op", "_modified_at",
                  "_origin", "_sweep", "_consumed", "__weakref__")
     # NumPy defers to Tensor: ndarray + Tensor and ndarray @ Tensor return Tensors.
     __array_ufunc__ = None
@@ -73,7 +73,7 @@ class Tensor:
         self.grad = None
         self._node = None
         self._op = None
-        self._version = 0
+        self._modified_at = -1  # the tape clock's reading at its last in-place update
 
     # --- array facts -----------------------------------------------------------
     @property
@@ -240,7 +240,7 @@ def make_tensor(value, op, node):
     t.grad = None
     t._node = node
     t._op = op
-    t._version = 0
+    t._modified_at = -1
     return t
 
 

@@ -7,6 +7,7 @@ registers it, in assignment order; that order is the order of `.parameters()` an
 """
 import numpy as np
 
+from ._autograd import mark_modified
 from ._ops import matmul, relu, sigmoid, tanh
 from ._tensor import Parameter, Tensor, check_matches, float_dtype
 
@@ -104,7 +105,7 @@ class Module:
             sources[name] = source
         for name, p in own.items():
             np.copyto(p.value, sources[name])
-            p._version += 1  # tapes recorded before the load must not be swept after it
+            mark_modified(p)  # tapes recorded before the load must not be swept after it
 
     # --- repr -----------------------------------------------------------------------
     def extra_repr(self):

@@ -13,6 +13,7 @@ Hyperparameters live in attributes (`opt.lr = 0.01` takes effect at the next ste
 import numpy as np
 
 from . import _optim as K
+from ._autograd import mark_modified
 from ._tensor import Tensor, check_matches
 
 __all__ = ["Optimizer", "SGD", "Adam"]
@@ -61,7 +62,7 @@ class Optimizer:
                  if p.grad is not None]
         for i, p, grad in ready:
             self._update(i, p.value, grad)
-            p._version += 1
+            mark_modified(p)
 
     def _grad(self, i, p):
         """p.grad as an array the kernels can read (C-contiguous, p's dtype and shape)."""

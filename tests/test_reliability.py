@@ -46,6 +46,7 @@ def run_child(code, prelude="", timeout=300):
 MLP = """
 import numpy as np
 import fastad as fa
+from fastad._autograd import mark_modified
 
 def make_model(sizes, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -69,7 +70,7 @@ def forward(params, x, y, act=fa.sigmoid):
 def sgd(params, grads, lr):
     for p, g in zip(params, grads):
         p.value -= lr * g
-        p._version += 1   # the recorded-tape check: this leaf changed in place
+        mark_modified(p)   # the recorded-tape check: this leaf changed in place
 
 def train(params, x, y, steps, batch=32, lr=0.1):
     for step in range(steps):
@@ -235,7 +236,7 @@ def step():
     for p, g in zip(params, grads):
         g *= 0.01
         p.value -= g
-        p._version += 1
+        mark_modified(p)
 
 for _ in range(warm_steps):
     step()

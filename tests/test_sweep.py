@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastad as fa
+from fastad._autograd import mark_modified
 
 
 def sigmoid(v):
@@ -456,9 +457,9 @@ def test_detect_anomaly_is_thread_local():
 # --- in-place updates of recorded leaves ---------------------------------------------------
 
 def optimizer_step(p, g, lr=0.1):
-    """What fa.optim does to a parameter: update in place and bump its version."""
+    """What fa.optim does to a parameter: update in place and stamp it as modified."""
     p.value -= lr * g
-    p._version += 1
+    mark_modified(p)
 
 
 @pytest.mark.parametrize("how", ["grad", "backward"])
