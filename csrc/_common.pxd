@@ -15,3 +15,12 @@ cdef inline bint is_f32(cnp.ndarray a) noexcept:
 
 cdef inline void* ptr(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
+
+
+cdef inline cnp.ndarray new_like(cnp.ndarray template):
+    """An uninitialised array of template's shape and dtype, Fortran-ordered if it is
+    (elementwise kernels pair up flat memory, so their arrays share one order)."""
+    cdef bint fortran = cnp.PyArray_IS_F_CONTIGUOUS(template) and not \
+        cnp.PyArray_IS_C_CONTIGUOUS(template)
+    return cnp.PyArray_EMPTY(template.ndim, template.shape, cnp.PyArray_TYPE(template),
+                             fortran)

@@ -6,7 +6,8 @@ Elementwise kernels (sigmoid, relu) read flat memory, so their arrays may instea
 be F-contiguous.
 The typed workers below them are ``noexcept nogil`` and run without the GIL.
 Backward kernels take an ``accumulate`` flag: False writes the contribution into
-``out`` (its first one), True adds it to what ``out`` already holds.
+``out`` (its first one), True adds it to what ``out`` already holds. The activation
+kernels also take ``out=None``: they then return a new array laid out like their input.
 
 Compiler directives (boundscheck/wraparound off, language_level 3) come from setup.py,
 which turns the checks on for a FASTAD_DEBUG=1 build.
@@ -19,7 +20,7 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cnp.import_array()
 
-from _common cimport index_t, is_f32, ptr, real
+from _common cimport index_t, is_f32, new_like, ptr, real
 
 
 # ----------------------------------------------------------------------------
@@ -147,26 +148,49 @@ cdef void sigmoid_kernel(const real* x, real* y, index_t size) noexcept nogil:
         start = stop
 
 
-def sigmoid(cnp.ndarray x, cnp.ndarray out):
-    """out = 1 / (1 + exp(-x)), stable for large |x|; out must not overlap x."""
-    cdef index_t size = cnp.PyArray_SIZE(x)
-    cdef void* px = ptr(x)
-    cdef void* po = ptr(out)
-    cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            sigmoid_kernel[float](<float*>px, <float*>po, size)
-        else:
-            sigmoid_kernel[double](<double*>px, <double*>po, size)
+cdef void relu_kernel(const real* x, real* y, index_t size) noexcept nogil:
+    cdef real zero = 0
+    cdef index_t i
+    for i in range(size):
+        y[i] = zero if x[i] <= zero else x[i]  # as np.maximum(x, 0): NaN kept, -0 -> +0
 
 
 # ----------------------------------------------------------------------------
-# Activation gradients from the saved output y (ReLU's forward is NumPy's maximum)
+# Activations, and their gradients from the saved output y
 # ----------------------------------------------------------------------------
 
 cdef enum Activation:
     SIGMOID
     RELU
+
+
+cdef activation(Activation kind, cnp.ndarray x, cnp.ndarray out):
+    if out is None:
+        out = new_like(x)
+    cdef index_t size = cnp.PyArray_SIZE(x)
+    cdef void* px = ptr(x)
+    cdef void* po = ptr(out)
+    cdef bint f32 = is_f32(x)
+    with nogil:
+        if kind == SIGMOID and f32:
+            sigmoid_kernel[float](<float*>px, <float*>po, size)
+        elif kind == SIGMOID:
+            sigmoid_kernel[double](<double*>px, <double*>po, size)
+        elif f32:
+            relu_kernel[float](<float*>px, <float*>po, size)
+        else:
+            relu_kernel[double](<double*>px, <double*>po, size)
+    return out
+
+
+def sigmoid(cnp.ndarray x, cnp.ndarray out=None):
+    """out = 1 / (1 + exp(-x)), stable for large |x|; out must not overlap x."""
+    return activation(SIGMOID, x, out)
+
+
+def relu(cnp.ndarray x, cnp.ndarray out=None):
+    """out = max(x, 0), NaN kept."""
+    return activation(RELU, x, out)
 
 
 cdef inline real activation_grad1(Activation kind, real g, real y) noexcept nogil:
@@ -190,6 +214,8 @@ cdef void activation_grad_kernel(Activation kind, const real* g, const real* y, 
 
 cdef activation_grad(Activation kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray out,
                      bint accumulate):
+    if out is None:
+        out = new_like(y)
     cdef index_t size = cnp.PyArray_SIZE(y)
     cdef void* pg = ptr(g)
     cdef void* py = ptr(y)
@@ -202,16 +228,17 @@ cdef activation_grad(Activation kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray 
         else:
             activation_grad_kernel[double](kind, <double*>pg, <double*>py, <double*>po, size,
                                            accumulate)
+    return out
 
 
 def sigmoid_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
     """out (+)= g * y * (1 - y)."""
-    activation_grad(SIGMOID, g, y, out, accumulate)
+    return activation_grad(SIGMOID, g, y, out, accumulate)
 
 
 def relu_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
     """out (+)= g where y > 0, else 0."""
-    activation_grad(RELU, g, y, out, accumulate)
+    return activation_grad(RELU, g, y, out, accumulate)
 
 
 # ----------------------------------------------------------------------------

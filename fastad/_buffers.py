@@ -65,7 +65,19 @@ def empty(shape, dtype, order="C"):
     dtype = np.dtype(dtype)
     if dtype.itemsize * math.prod(shape) < POOL_MIN_BYTES:
         return np.empty(shape, dtype, order)
-    key = (tuple(shape), dtype, order)
+    return _from_pool(tuple(shape), dtype, order)
+
+
+def pooled_like(template, order):
+    """A pooled array of template's shape and dtype in `order` if it is large enough to
+    pool, else None (the caller allocates: compiled kernels do it faster)."""
+    if template.nbytes < POOL_MIN_BYTES:
+        return None
+    return _from_pool(template.shape, template.dtype, order)
+
+
+def _from_pool(shape, dtype, order):
+    key = (shape, dtype, order)
     with _lock:
         arrays = _pool.setdefault(key, [])
         for array in arrays:

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._autograd import SKIP, record, vjp_of
-from ._buffers import empty
+from ._buffers import empty, pooled_like
 from ._tensor import Tensor, to_array
 
 
@@ -71,20 +71,18 @@ def _contiguous(x):
 
 def _order(x):
     """'F' for an array that is F- but not C-contiguous, else 'C'."""
-    return "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+    flags = x.flags
+    return "F" if flags.f_contiguous and not flags.c_contiguous else "C"
 
 
 def _dense(x):
     """x if it is C- or F-contiguous (elementwise kernels read flat memory), else a C copy."""
-    return x if x.flags.c_contiguous or x.flags.f_contiguous else np.ascontiguousarray(x)
+    flags = x.flags
+    return x if flags.c_contiguous or flags.f_contiguous else np.ascontiguousarray(x)
 
 
-def _laid_out_like(x, template):
-    """x in the memory order of `template` (copied only if it differs)."""
-    order = _order(template)
-    if x.flags.c_contiguous if order == "C" else x.flags.f_contiguous:
-        return x
-    return np.asarray(x, order=order)
+def _in_order(x, order):
+    return x.flags.c_contiguous if order == "C" else x.flags.f_contiguous
 
 
 # --- accumulating contributions -------------------------------------------------------
@@ -256,37 +254,38 @@ def log(x):
     return _log(x)
 
 
-def sigmoid(x):
-    """1 / (1 + exp(-x)), computed stably by a compiled kernel."""
-    x = _tensor_arg("sigmoid", x)
-    xv = _dense(x.value)
-    y = np.empty_like(xv)  # same memory order: the kernel works on flat memory
-    K.sigmoid(xv, y)
-    return record(sigmoid_vjp, y, (x,), (y,))
+def _activation(name, kernel, grad_kernel, doc):
+    """A unary op computed by a compiled kernel and differentiated from its output.
+
+    The kernels read and write flat memory, so x, y, g and the adjoint they accumulate
+    into must share one memory order (y's, which is x's).
+    """
+
+    @vjp_of(name)
+    def vjp(g, saved, out):
+        (y,) = saved
+        order = _order(y)
+        if not _in_order(g, order):
+            g = np.asarray(g, order=order)
+        adjoint = out[0]
+        if adjoint is not None and _in_order(adjoint, order):
+            return (grad_kernel(g, y, adjoint, True),)
+        # a new contribution (allocated by the kernel unless pooled), added by the sweep
+        return (grad_kernel(g, y, pooled_like(y, order), False),)
+
+    def op(x):
+        x = _tensor_arg(name, x)
+        y = kernel(_dense(x.value))
+        return record(vjp, y, (x,), (y,))
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return op
 
 
-@vjp_of("sigmoid")
-def sigmoid_vjp(g, saved, out):
-    (y,) = saved
-    buffer, accumulate = _kernel_out(out[0], y.shape, y.dtype, _order(y))
-    K.sigmoid_grad(_laid_out_like(g, y), y, buffer, accumulate)
-    return (buffer,)
-
-
-def relu(x):
-    """max(x, 0), with relu'(0) = 0."""
-    x = _tensor_arg("relu", x)
-    xv = _dense(x.value)
-    y = np.maximum(xv, 0, out=np.empty_like(xv))
-    return record(relu_vjp, y, (x,), (y,))
-
-
-@vjp_of("relu")
-def relu_vjp(g, saved, out):
-    (y,) = saved
-    buffer, accumulate = _kernel_out(out[0], y.shape, y.dtype, _order(y))
-    K.relu_grad(_laid_out_like(g, y), y, buffer, accumulate)
-    return (buffer,)
+sigmoid = _activation("sigmoid", K.sigmoid, K.sigmoid_grad,
+                      "1 / (1 + exp(-x)), computed stably by a compiled kernel.")
+relu = _activation("relu", K.relu, K.relu_grad, "max(x, 0), with relu'(0) = 0.")
 
 
 # --- softmax family (compiled, along one axis) ---------------------------------------

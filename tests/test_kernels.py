@@ -57,6 +57,10 @@ def sigmoid_output(shape, scale=1.0):
     return lambda rng: sigmoid_ref(scale * rng.standard_normal(shape))
 
 
+def relu_output(shape, scale=1.0):
+    return lambda rng: np.maximum(scale * rng.standard_normal(shape), 0)
+
+
 def softmax_output(shape, scale=1.0):
     return lambda rng: softmax_ref(scale * rng.standard_normal(shape))
 
@@ -95,18 +99,24 @@ def same_shape_as(name, output="out"):
     return lambda i: {output: i[name].shape}
 
 
-def sigmoid_row(case, x):
-    return Kernel("sigmoid", case, {"x": x}, same_shape_as("x"),
+ACTIVATIONS = {"sigmoid": sigmoid_ref, "relu": lambda x: np.maximum(x, 0)}
+ACTIVATION_GRADS = {"sigmoid_grad": lambda g, y: g * y * (1 - y),
+                    "relu_grad": lambda g, y: np.where(y > 0, g, 0)}
+ACTIVATION_OUTPUTS = {"sigmoid_grad": sigmoid_output, "relu_grad": relu_output}
+
+
+def activation_row(name, case, x):
+    return Kernel(name, case, {"x": x}, same_shape_as("x"),
                   lambda k, i, o, acc: k(i["x"], o["out"]),
-                  lambda i: {"out": sigmoid_ref(i["x"])})
+                  lambda i: {"out": ACTIVATIONS[name](i["x"])})
 
 
-def sigmoid_grad_row(case, y_shape):
-    return Kernel("sigmoid_grad", case,
-                  {"g": normal(y_shape), "y": sigmoid_output(y_shape, scale=3.0)},
+def activation_grad_row(name, case, y_shape):
+    return Kernel(name, case,
+                  {"g": normal(y_shape), "y": ACTIVATION_OUTPUTS[name](y_shape, scale=3.0)},
                   same_shape_as("y"),
                   lambda k, i, o, acc: k(i["g"], i["y"], o["out"], acc),
-                  lambda i: {"out": i["g"] * i["y"] * (1 - i["y"])}, accumulates=True)
+                  lambda i: {"out": ACTIVATION_GRADS[name](i["g"], i["y"])}, accumulates=True)
 
 
 def rowwise_row(name, case, x, reference, log_space=False):
@@ -163,13 +173,13 @@ def pick_grad_ref(i):
 
 
 KERNELS = [
-    sigmoid_row("random", normal((5, 7), scale=4.0)),
-    sigmoid_row("extreme", fixed(EXTREME_VALUES)),
-    sigmoid_row("3d", normal((2, 3, 4))),
-    sigmoid_row("longer_than_a_chunk", normal((3, 700), scale=10.0)),
-    sigmoid_grad_row("matrix", (5, 7)),
-    sigmoid_grad_row("vector", (6,)),
-    sigmoid_grad_row("longer_than_a_chunk", (2, 1100)),
+    *(activation_row(name, case, x) for name in ACTIVATIONS for case, x in [
+        ("random", normal((5, 7), scale=4.0)),
+        ("extreme", fixed(EXTREME_VALUES)),
+        ("3d", normal((2, 3, 4))),
+        ("longer_than_a_chunk", normal((3, 700), scale=10.0))]),
+    *(activation_grad_row(name, case, shape) for name in ACTIVATION_GRADS for case, shape in [
+        ("matrix", (5, 7)), ("vector", (6,)), ("longer_than_a_chunk", (2, 1100))]),
     softmax_row("random", normal((5, 7), scale=3.0)),
     softmax_row("extreme", fixed(EXTREME_ROWS)),
     softmax_row("3d", normal((2, 3, 4))),
@@ -305,3 +315,28 @@ def test_gemm_transposed_views(dtype, rng, assert_close):
     as64 = lambda v: v.astype(np.float64)  # noqa: E731
     assert_close(d_a, as64(g) @ as64(b).T, dtype)
     assert_close(d_b, as64(a).T @ as64(g), dtype)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("name", [*ACTIVATIONS, *ACTIVATION_GRADS])
+def test_activation_kernels_allocate_like_their_input(name, order, dtype, rng):
+    """out=None: a new array of the input's shape, dtype and memory order, holding what
+    the kernel writes into a given out."""
+    arrays = [np.asarray(rng.standard_normal((5, 3)), dtype=dtype, order=order)
+              for _ in range(2 if name in ACTIVATIONS else 3)]
+    kernel = getattr(K, name)
+    args = arrays[:1] if name in ACTIVATIONS else arrays[:2]
+    expected = arrays[-1]
+    kernel(*args, expected, *(() if name in ACTIVATIONS else (False,)))
+    got = kernel(*args) if name in ACTIVATIONS else kernel(*args, None, False)
+    assert got.dtype == dtype and got.shape == expected.shape
+    assert got.flags.f_contiguous if order == "F" else got.flags.c_contiguous
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_relu_keeps_nan_and_clears_negative_zero_as_numpy_does(dtype):
+    x = np.array([np.nan, -0.0, 0.0, -np.inf, np.inf, -2.0, 3.0], dtype=dtype)
+    got = K.relu(x)
+    expected = np.maximum(x, 0)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
