@@ -476,6 +476,123 @@ def softmax_cross_entropy_grad(cnp.ndarray probs, cnp.ndarray labels, cnp.ndarra
 
 
 # ----------------------------------------------------------------------------
+# Arithmetic on two arrays of one shape and memory order, or an array and a scalar:
+# NumPy's results (one IEEE operation per element) without the ufunc machinery, which
+# is most of the cost on small arrays (600 ns against 150 for 16 elements).
+# ----------------------------------------------------------------------------
+
+cpdef enum Arithmetic:
+    ADD
+    SUB
+    MUL
+    DIV
+
+
+cdef inline real arithmetic1(Arithmetic op, real x, real z) noexcept nogil:
+    if op == ADD:
+        return x + z
+    if op == SUB:
+        return x - z
+    if op == MUL:
+        return x * z
+    return x / z
+
+
+cdef void arithmetic_kernel(Arithmetic op, const real* a, const real* b, real* y,
+                            index_t size, bint a_scalar, bint b_scalar) noexcept nogil:
+    # One call per op with a constant `op`, so each inlined copy computes only its own
+    # operation (a loop choosing per element would pay for the division everywhere).
+    if op == ADD:
+        arithmetic_loop(ADD, a, b, y, size, a_scalar, b_scalar)
+    elif op == SUB:
+        arithmetic_loop(SUB, a, b, y, size, a_scalar, b_scalar)
+    elif op == MUL:
+        arithmetic_loop(MUL, a, b, y, size, a_scalar, b_scalar)
+    else:
+        arithmetic_loop(DIV, a, b, y, size, a_scalar, b_scalar)
+
+
+cdef inline void arithmetic_loop(Arithmetic op, const real* a, const real* b, real* y,
+                                 index_t size, bint a_scalar, bint b_scalar) noexcept nogil:
+    cdef index_t i
+    cdef real s
+    if a_scalar:
+        s = a[0]
+        for i in range(size):
+            y[i] = arithmetic1(op, s, b[i])
+    elif b_scalar:
+        s = b[0]
+        for i in range(size):
+            y[i] = arithmetic1(op, a[i], s)
+    else:
+        for i in range(size):
+            y[i] = arithmetic1(op, a[i], b[i])
+
+
+cdef object FLOAT32, FLOAT64
+FLOAT32, FLOAT64 = np.float32, np.float64
+
+
+cdef bint same_layout(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """One float dtype, one shape, both C- or both F-contiguous."""
+    cdef int d
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b) or a.ndim != b.ndim:
+        return False
+    if cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 and cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT64:
+        return False
+    for d in range(a.ndim):
+        if a.shape[d] != b.shape[d]:
+            return False
+    return ((cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_IS_C_CONTIGUOUS(b))
+            or (cnp.PyArray_IS_F_CONTIGUOUS(a) and cnp.PyArray_IS_F_CONTIGUOUS(b)))
+
+
+cdef bint is_scalar_for(object s, cnp.ndarray a) noexcept:
+    """s is a NumPy scalar of a's float dtype, and a is C- or F-contiguous."""
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)):
+        return False
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        return type(s) is FLOAT32
+    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64 and type(s) is FLOAT64
+
+
+def arithmetic(Arithmetic op, a, b):
+    """a op b (ADD, SUB, MUL or DIV) as a new array, when a and b are float arrays of one
+    dtype, shape and memory order, or one is such an array and the other a NumPy scalar of
+    its dtype (the array C- or F-contiguous in either case). Any other operands give
+    None: the caller broadcasts with NumPy."""
+    cdef cnp.ndarray array
+    cdef bint a_scalar = False, b_scalar = False
+    cdef double scalar = 0
+    if type(a) is cnp.ndarray and type(b) is cnp.ndarray and same_layout(a, b):
+        array = a
+    elif type(a) is cnp.ndarray and is_scalar_for(b, a):
+        array, scalar, b_scalar = a, b, True
+    elif type(b) is cnp.ndarray and is_scalar_for(a, b):
+        array, scalar, a_scalar = b, a, True
+    else:
+        return None
+    cdef cnp.ndarray out = new_like(array)
+    cdef index_t size = cnp.PyArray_SIZE(array)
+    cdef float s32 = <float>scalar  # exact: a float32 scalar went through double
+    cdef void* pa = &s32 if a_scalar else ptr(a)
+    cdef void* pb = &s32 if b_scalar else ptr(b)
+    cdef void* po = ptr(out)
+    if not is_f32(array):
+        pa = &scalar if a_scalar else pa
+        pb = &scalar if b_scalar else pb
+    cdef bint f32 = is_f32(array)
+    with nogil:
+        if f32:
+            arithmetic_kernel[float](op, <float*>pa, <float*>pb, <float*>po, size, a_scalar,
+                                     b_scalar)
+        else:
+            arithmetic_kernel[double](op, <double*>pa, <double*>pb, <double*>po, size,
+                                      a_scalar, b_scalar)
+    return out
+
+
+# ----------------------------------------------------------------------------
 # The bias pattern: row-broadcast add and its column sum
 # ----------------------------------------------------------------------------
 

@@ -138,8 +138,31 @@ def _kernel_out(out, shape, dtype, order="C"):
 
 # --- broadcasting arithmetic -------------------------------------------------------------
 
-def _shape(v):
-    return v.shape if type(v) is np.ndarray else ()
+def _arithmetic(op, ufunc):
+    """a op b: a compiled loop for operands of one shape and memory order or an array and
+    a scalar (where NumPy's dispatch would cost more than the arithmetic on small arrays),
+    NumPy's ufunc for everything else (broadcasting)."""
+
+    def compute(a, b):
+        y = K.arithmetic(op, a, b)
+        return ufunc(a, b) if y is None else y
+
+    return compute
+
+
+def _add_broadcast(a, b):
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 1
+            and a.shape[1] == b.shape[0] and a.flags.c_contiguous and b.flags.c_contiguous):
+        y = np.empty(a.shape, a.dtype)
+        K.add_row(a, b, y)  # the bias pattern: x @ w + b
+        return y
+    return np.add(a, b)
+
+
+_add_values = _arithmetic(K.Arithmetic.ADD, _add_broadcast)
+_sub_values = _arithmetic(K.Arithmetic.SUB, np.subtract)
+_mul_values = _arithmetic(K.Arithmetic.MUL, np.multiply)
+_div_values = _arithmetic(K.Arithmetic.DIV, np.true_divide)
 
 
 def _broadcasting(name, compute, grad_a, grad_b, saves_operands=True, saves_output=False):
@@ -163,7 +186,7 @@ def _broadcasting(name, compute, grad_a, grad_b, saves_operands=True, saves_outp
             y = compute(av, bv)
         except ValueError:
             raise _shape_error(name, av, bv) from None
-        saved = (_shape(av), _shape(bv), av if saves_operands else None,
+        saved = (av.shape, bv.shape, av if saves_operands else None,  # scalars have shape ()
                  bv if saves_operands else None, y if saves_output else None)
         return record(vjp, y, (ta, tb), saved)
 
@@ -172,22 +195,15 @@ def _broadcasting(name, compute, grad_a, grad_b, saves_operands=True, saves_outp
     return op
 
 
-def _add_values(a, b):
-    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 1
-            and a.shape[1] == b.shape[0] and a.flags.c_contiguous and b.flags.c_contiguous):
-        y = np.empty(a.shape, a.dtype)
-        K.add_row(a, b, y)  # the bias pattern: x @ w + b
-        return y
-    return a + b
-
-
 add = _broadcasting("add", _add_values, lambda g, a, b, y: g, lambda g, a, b, y: g,
                     saves_operands=False)
-sub = _broadcasting("sub", np.subtract, lambda g, a, b, y: g, lambda g, a, b, y: -g,
+sub = _broadcasting("sub", _sub_values, lambda g, a, b, y: g, lambda g, a, b, y: -g,
                     saves_operands=False)
-mul = _broadcasting("mul", np.multiply, lambda g, a, b, y: g * b, lambda g, a, b, y: g * a)
-div = _broadcasting("div", np.true_divide, lambda g, a, b, y: g / b,
-                    lambda g, a, b, y: -g * y / b, saves_output=True)
+mul = _broadcasting("mul", _mul_values, lambda g, a, b, y: _mul_values(g, b),
+                    lambda g, a, b, y: _mul_values(g, a))
+div = _broadcasting("div", _div_values, lambda g, a, b, y: _div_values(g, b),
+                    lambda g, a, b, y: _div_values(_mul_values(g, y), -b),  # -g y / b
+                    saves_output=True)
 pow = _broadcasting("pow", np.power, lambda g, a, b, y: g * b * a ** (b - 1),
                     lambda g, a, b, y: g * y * np.log(a, dtype=g.dtype), saves_output=True)
 
@@ -206,7 +222,7 @@ def where(cond, a, b):
         value = np.where(cond, av, bv)
     except ValueError:
         raise _shape_error("where", cond, av, bv) from None
-    return record(where_vjp, value, (ta, tb), (cond, _shape(av), _shape(bv)))
+    return record(where_vjp, value, (ta, tb), (cond, av.shape, bv.shape))
 
 
 @vjp_of("where")

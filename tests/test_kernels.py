@@ -340,3 +340,47 @@ def test_relu_keeps_nan_and_clears_negative_zero_as_numpy_does(dtype):
     expected = np.maximum(x, 0)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+UFUNCS = {K.Arithmetic.ADD: np.add, K.Arithmetic.SUB: np.subtract,
+          K.Arithmetic.MUL: np.multiply, K.Arithmetic.DIV: np.true_divide}
+ARITHMETIC_OPERANDS = {
+    "arrays": lambda x, y, s: (x, y),
+    "fortran-arrays": lambda x, y, s: (np.asfortranarray(x), np.asfortranarray(y)),
+    "array-scalar": lambda x, y, s: (x, s),
+    "scalar-array": lambda x, y, s: (s, y),
+    "fortran-array-scalar": lambda x, y, s: (np.asfortranarray(x), s),
+}
+
+
+@pytest.mark.parametrize("operands", ARITHMETIC_OPERANDS)
+@pytest.mark.parametrize("op", UFUNCS, ids=lambda op: op.name)
+def test_arithmetic_is_numpy_bit_for_bit(op, operands, dtype, rng):
+    x = rng.standard_normal((5, 7)).astype(dtype)
+    y = rng.standard_normal((5, 7)).astype(dtype)
+    y[0, :3] = [0.0, -0.0, np.inf]   # IEEE specials: division by zero, inf arithmetic
+    a, b = ARITHMETIC_OPERANDS[operands](x, y, np.dtype(dtype).type(-1.7))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = UFUNCS[op](a, b)
+    got = K.arithmetic(op, a, b)
+    assert got.dtype == expected.dtype and got.flags.f_contiguous == expected.flags.f_contiguous
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+NOT_FOR_THE_KERNEL = {
+    "broadcast": lambda x: (x, x[0]),
+    "strided": lambda x: (x[:, ::2], x[:, ::2].copy()),
+    "strided-with-scalar": lambda x: (x[:, ::2], x.dtype.type(2)),
+    "mixed-layouts": lambda x: (x, np.asfortranarray(x)),
+    "mixed-dtypes": lambda x: (x, x.astype(np.float16)),
+    "python-scalar": lambda x: (x, 2.0),
+    "scalar-of-other-dtype": lambda x: (x, np.float16(2)),
+    "int-arrays": lambda x: (x.astype(np.int64), x.astype(np.int64)),
+}
+
+
+@pytest.mark.parametrize("case", NOT_FOR_THE_KERNEL)
+def test_arithmetic_declines_what_numpy_must_broadcast_or_convert(case, dtype, rng):
+    a, b = NOT_FOR_THE_KERNEL[case](rng.standard_normal((4, 6)).astype(dtype))
+    assert K.arithmetic(K.Arithmetic.ADD, a, b) is None
