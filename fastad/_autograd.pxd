@@ -17,6 +17,7 @@ cdef class Sweep:
     cdef public bint released_any
     cdef object __weakref__
 
-    @cython.locals(order=list, adjoints=dict, unowned=set, node=Node, position=Py_ssize_t,
-                   start=Py_ssize_t, retain=bint, anomaly=bint, movable=bint, owned=bint)
+    @cython.locals(order=list, adjoints=dict, unowned=set, node=Node, parents=tuple,
+                   out=tuple, grads=tuple, i=Py_ssize_t, position=Py_ssize_t,
+                   start=Py_ssize_t, anomaly=bint, movable=bint, owned=bint)
     cpdef _run(self, stop, retain_graph)

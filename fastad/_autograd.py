@@ -133,8 +133,10 @@ class Sweep:
         position = start = self.position
         node = None
         try:
-            while position < len(order) and order[position].index >= stop:
+            while position < len(order):
                 node = order[position]
+                if node.index < stop:
+                    break
                 position += 1
                 if retain_graph:
                     g = adjoints[node]
@@ -146,12 +148,14 @@ class Sweep:
                 out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
                              for p in parents])
                 grads = node.vjp(g, node.saved, out)
-                for parent, buffer, contribution in zip(parents, out, grads):
+                for i in range(len(parents)):
+                    parent = parents[i]
                     if parent is None:
                         continue
+                    contribution = grads[i]
                     if anomaly:
                         _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
-                    if contribution is buffer:
+                    if contribution is out[i]:
                         continue  # accumulated in place
                     if type(contribution) is not np.ndarray:
                         contribution = np.asarray(contribution)  # a NumPy scalar from 0-d math
