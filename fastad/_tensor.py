@@ -65,7 +65,6 @@ class Tensor:
                  "_origin", "_sweep", "_consumed", "__weakref__")
     # NumPy defers to Tensor: ndarray + Tensor and ndarray @ Tensor return Tensors.
     __array_ufunc__ = None
-    __hash__ = object.__hash__
 
     def __init__(self, data, dtype=None, requires_grad=False):
         self.value = to_array(data, dtype)
@@ -206,6 +205,9 @@ class Tensor:
         return ops.abs(self)
 
     # Comparisons give plain boolean arrays; Tensors stay hashable by identity.
+    def __hash__(self):
+        return object.__hash__(self)
+
     def __eq__(self, other):
         return self.value == _plain(other)
 
@@ -229,12 +231,9 @@ def _plain(x):
     return x.value if isinstance(x, Tensor) else x
 
 
-_new_tensor = object.__new__
-
-
 def make_tensor(value, op, node):
     """A Tensor for an op's result (no validation: value is already a proper array)."""
-    t = _new_tensor(Tensor)
+    t = Tensor.__new__(Tensor)
     t.value = value
     t.requires_grad = node is not None
     t.grad = None

@@ -1,0 +1,8 @@
+# Cython declarations for _tensor.py when it is compiled (see setup.py); the module
+# itself stays plain Python. As an extension type, a Tensor is made and filled in C.
+
+cdef class Tensor:
+    cdef public object value, grad, _node, _op, _origin, _sweep, _consumed
+    cdef public bint requires_grad
+    cdef public Py_ssize_t _modified_at
+    cdef object __weakref__
