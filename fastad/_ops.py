@@ -559,9 +559,9 @@ def _axes(op, axis, ndim):
     return normalized
 
 
-def _expand(g, axes, keepdims):
-    """The adjoint of a reduction, with the reduced axes restored as size 1."""
-    return g if keepdims else np.expand_dims(g, axes)
+def _kept_shape(shape, axes):
+    """The shape of a reduction's result with keepdims=True, which its adjoint reshapes to."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
 def sum(x, axis=None, keepdims=False):
@@ -569,13 +569,13 @@ def sum(x, axis=None, keepdims=False):
     x = _tensor_arg("sum", x)
     axes = _axes("sum", axis, x.ndim)
     value = np.asarray(x.value.sum(axis=axes, keepdims=keepdims))
-    return record(sum_vjp, value, (x,), (x.shape, axes, keepdims))
+    return record(sum_vjp, value, (x,), (x.shape, _kept_shape(x.shape, axes)))
 
 
 @vjp_of("sum")
 def sum_vjp(g, saved, out):
-    shape, axes, keepdims = saved
-    return (_accumulate_broadcast(out[0], _expand(g, axes, keepdims), shape),)
+    shape, kept = saved
+    return (_accumulate_broadcast(out[0], g.reshape(kept), shape),)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -584,13 +584,13 @@ def mean(x, axis=None, keepdims=False):
     axes = _axes("mean", axis, x.ndim)
     value = np.asarray(x.value.mean(axis=axes, keepdims=keepdims))
     count = int(np.prod([x.shape[a] for a in axes]))
-    return record(mean_vjp, value, (x,), (x.shape, axes, keepdims, count))
+    return record(mean_vjp, value, (x,), (x.shape, _kept_shape(x.shape, axes), count))
 
 
 @vjp_of("mean")
 def mean_vjp(g, saved, out):
-    shape, axes, keepdims, count = saved
-    return (_accumulate_broadcast(out[0], _expand(g, axes, keepdims) / count, shape),)
+    shape, kept, count = saved
+    return (_accumulate_broadcast(out[0], g.reshape(kept) / count, shape),)
 
 
 def max(x, axis=None, keepdims=False):
@@ -600,15 +600,15 @@ def max(x, axis=None, keepdims=False):
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"max: cannot reduce an empty axis (shape {x.shape}, axis {axis!r})")
     value = np.asarray(x.value.max(axis=axes, keepdims=keepdims))
-    return record(max_vjp, value, (x,), (x.value, value, axes, keepdims))
+    return record(max_vjp, value, (x,), (x.value, value, axes, _kept_shape(x.shape, axes)))
 
 
 @vjp_of("max")
 def max_vjp(g, saved, out):
-    x, y, axes, keepdims = saved
-    is_max = x == _expand(y, axes, keepdims)
+    x, y, axes, kept = saved
+    is_max = x == y.reshape(kept)
     ties = is_max.sum(axis=axes, keepdims=True, dtype=g.dtype)
-    return (_accumulate(out[0], is_max * (_expand(g, axes, keepdims) / ties)),)
+    return (_accumulate(out[0], is_max * (g.reshape(kept) / ties)),)
 
 
 # --- shapes and indexing ------------------------------------------------------------------
