@@ -36,6 +36,11 @@ def mark_modified(leaf):
 class _Modes(threading.local):
     grad_enabled = True
     anomaly = False
+    plain = True  # grad_enabled and not anomaly: record's common case, in one lookup
+
+    def set(self, attribute, value):
+        setattr(self, attribute, value)
+        self.plain = self.grad_enabled and not self.anomaly
 
 
 modes = _Modes()
@@ -72,10 +77,11 @@ def record(vjp, value, inputs, saved=()):
     """
     if type(value) is not np.ndarray:
         value = np.asarray(value)  # NumPy returns scalars, not 0-d arrays, from 0-d math
-    if modes.anomaly:
-        _check_finite(value, f"the forward value of '{vjp.op_name}'")
-    if not modes.grad_enabled:
-        return _make_tensor(value, vjp.op_name, None)
+    if not modes.plain:
+        if modes.anomaly:
+            _check_finite(value, f"the forward value of '{vjp.op_name}'")
+        if not modes.grad_enabled:
+            return _make_tensor(value, vjp.op_name, None)
     parents = tuple([None if t is None or not t.requires_grad else t._node or t
                      for t in inputs])
     for parent in parents:
@@ -385,11 +391,11 @@ class _ThreadMode:
     def __enter__(self):
         stack = self._saved.__dict__.setdefault("stack", [])
         stack.append(getattr(modes, self.attribute))
-        setattr(modes, self.attribute, self.value)
+        modes.set(self.attribute, self.value)
         return self
 
     def __exit__(self, *exc):
-        setattr(modes, self.attribute, self._saved.stack.pop())
+        modes.set(self.attribute, self._saved.stack.pop())
         return False
 
     def __call__(self, func):  # used as @mode()
