@@ -38,7 +38,8 @@ def flag(name):
 DEBUG = flag("FASTAD_DEBUG")
 # The debug build leaves the tape interpreted: exact tracebacks, and CI tests both forms.
 PURE_PYTHON = DEBUG or flag("FASTAD_PURE_PYTHON")
-TAPE_MODULES = ["fastad/_tensor.py", "fastad/_autograd.py", "fastad/_ops.py"]
+TAPE_MODULES = ["fastad/_tensor.py", "fastad/_autograd.py", "fastad/_ops.py",
+                "fastad/_buffers.py"]
 
 directives = {
     "language_level": 3,

@@ -510,7 +510,8 @@ def _fits_blas(a, b):
 def matmul(a, b):
     """Matrix product with NumPy matmul semantics (1-D, 2-D and batched N-D)."""
     av, bv, ta, tb = _operands("matmul", a, b)
-    av, bv = np.asarray(av), np.asarray(bv)
+    if type(av) is not np.ndarray or type(bv) is not np.ndarray:
+        av, bv = np.asarray(av), np.asarray(bv)  # NumPy scalars, which _check_matmul refuses
     _check_matmul(av, bv)
     if _fits_blas(av, bv):
         av, bv = _blas_ready(av), _blas_ready(bv)

@@ -19,28 +19,28 @@ def pool_everything(monkeypatch):
 
 
 def test_a_held_buffer_is_never_handed_out_again(pool_everything):
-    first = _buffers.empty((4, 3), np.float64)
-    second = _buffers.empty((4, 3), np.float64)
+    first = _buffers.empty((4, 3), np.dtype(np.float64))
+    second = _buffers.empty((4, 3), np.dtype(np.float64))
     assert second is not first
-    third = _buffers.empty((4, 3), np.float64)  # both held, and the pool keeps two
+    third = _buffers.empty((4, 3), np.dtype(np.float64))  # both held, and the pool keeps two
     assert third is not first and third is not second
 
 
 def test_a_dropped_buffer_is_reused(pool_everything):
-    first = _buffers.empty((4, 3), np.float32, "F")
+    first = _buffers.empty((4, 3), np.dtype(np.float32), "F")
     first_id = id(first)
     del first
-    again = _buffers.empty((4, 3), np.float32, "F")
+    again = _buffers.empty((4, 3), np.dtype(np.float32), "F")
     assert id(again) == first_id
     assert again.flags.f_contiguous and again.dtype == np.float32
 
 
 def test_a_view_keeps_its_buffer_busy(pool_everything):
-    first = _buffers.empty((4, 3), np.float64)
+    first = _buffers.empty((4, 3), np.dtype(np.float64))
     view = first[1:]
     first_id = id(first)
     del first
-    assert id(_buffers.empty((4, 3), np.float64)) != first_id
+    assert id(_buffers.empty((4, 3), np.dtype(np.float64))) != first_id
     del view
 
 
