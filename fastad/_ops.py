@@ -395,8 +395,8 @@ def _labels(op, labels, shape):
 
 
 def _reduce_losses(op, losses, reduction):
-    if reduction == "mean":
-        return np.asarray(losses.mean(), dtype=losses.dtype)
+    if reduction == "mean":  # losses.mean() to the bit, without its Python wrapper
+        return np.asarray(losses.sum() / losses.shape[0], dtype=losses.dtype)
     if reduction == "sum":
         return np.asarray(losses.sum(), dtype=losses.dtype)
     if reduction == "none":
@@ -406,11 +406,11 @@ def _reduce_losses(op, losses, reduction):
 
 def _row_scale(g, reduction, n):
     """Per-row weight of each loss term in the reduced loss, times the adjoint."""
-    if reduction == "mean":
-        return np.full(n, g / n, g.dtype)
-    if reduction == "sum":
-        return np.full(n, g, g.dtype)
-    return _contiguous(g)
+    if reduction == "none":
+        return _contiguous(g)
+    scale = np.empty(n, g.dtype)
+    scale.fill(g / n if reduction == "mean" else g)
+    return scale
 
 
 def cross_entropy(logits, labels, reduction="mean"):
