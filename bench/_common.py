@@ -242,6 +242,8 @@ def machine_info():
     try:
         import fastad
         info["fastad"] = fastad.__version__
+        compiled = not fastad._autograd.__file__.endswith(".py")
+        info["fastad_tape"] = "compiled" if compiled else "interpreted"
     except ImportError:
         pass
     try:
@@ -734,7 +736,8 @@ def header(title, args, extra=""):
     libs = blas_info()
     print(f"== {title}{' (--quick)' if args.quick else ''}")
     print(f"machine: {info['cpu']}, {info['cpus']} cpus; python {info['python']}, numpy "
-          f"{info['numpy']}, scipy {info.get('scipy', '?')}, fastad {info.get('fastad', '?')}")
+          f"{info['numpy']}, scipy {info.get('scipy', '?')}, fastad {info.get('fastad', '?')} "
+          f"(tape {info.get('fastad_tape', '?')})")
     print(f"BLAS: {blas_line(libs)}")
     if "loadavg" in info:
         load = info["loadavg"]
