@@ -574,14 +574,12 @@ def arithmetic(Arithmetic op, a, b):
         return None
     cdef cnp.ndarray out = new_like(array)
     cdef index_t size = cnp.PyArray_SIZE(array)
-    cdef float s32 = <float>scalar  # exact: a float32 scalar went through double
-    cdef void* pa = &s32 if a_scalar else ptr(a)
-    cdef void* pb = &s32 if b_scalar else ptr(b)
-    cdef void* po = ptr(out)
-    if not is_f32(array):
-        pa = &scalar if a_scalar else pa
-        pb = &scalar if b_scalar else pb
     cdef bint f32 = is_f32(array)
+    cdef float scalar32 = <float>scalar  # exact: a float32 scalar went through double
+    cdef void* ps = <void*>&scalar32 if f32 else <void*>&scalar
+    cdef void* pa = ps if a_scalar else ptr(a)
+    cdef void* pb = ps if b_scalar else ptr(b)
+    cdef void* po = ptr(out)
     with nogil:
         if f32:
             arithmetic_kernel[float](op, <float*>pa, <float*>pb, <float*>po, size, a_scalar,
