@@ -81,13 +81,13 @@ def record(vjp, value, inputs, saved=()):
         if modes.anomaly:
             _check_finite(value, f"the forward value of '{vjp.op_name}'")
         if not modes.grad_enabled:
-            return _make_tensor(value, vjp.op_name, None)
+            return _make_tensor(value, vjp, None)
     parents = tuple([None if t is None or not t.requires_grad else t._node or t
                      for t in inputs])
     for parent in parents:
         if parent is not None:
-            return _make_tensor(value, vjp.op_name, Node(vjp, parents, saved))
-    return _make_tensor(value, vjp.op_name, None)
+            return _make_tensor(value, vjp, Node(vjp, parents, saved))
+    return _make_tensor(value, vjp, None)
 
 
 def _check_finite(array, what):

@@ -2,7 +2,7 @@
 # itself stays plain Python. As an extension type, a Tensor is made and filled in C.
 
 cdef class Tensor:
-    cdef public object value, grad, _node, _op, _origin, _sweep, _consumed
+    cdef public object value, grad, _node, _made_by, _origin, _sweep, _consumed
     cdef public bint requires_grad
     cdef public Py_ssize_t _modified_at
     cdef object __weakref__

@@ -61,7 +61,7 @@ class Tensor:
     Build one with `fa.tensor` or `fa.Parameter`; ops return new Tensors.
     """
 
-    __slots__ = ("value", "requires_grad", "grad", "_node", "_op", "_modified_at",
+    __slots__ = ("value", "requires_grad", "grad", "_node", "_made_by", "_modified_at",
                  "_origin", "_sweep", "_consumed", "__weakref__")
     # NumPy defers to Tensor: ndarray + Tensor and ndarray @ Tensor return Tensors.
     __array_ufunc__ = None
@@ -71,7 +71,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._node = None
-        self._op = None
+        self._made_by = None  # the vjp of the op that made it (its name is the op's)
         self._modified_at = -1  # the tape clock's reading at its last in-place update
 
     # --- array facts -----------------------------------------------------------
@@ -128,8 +128,8 @@ class Tensor:
         body = np.array2string(self.value, precision=4, threshold=20, separator=", ",
                                prefix="tensor(")
         parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
-        if self._op is not None:
-            parts.append(f"op={self._op}")
+        if self._made_by is not None:
+            parts.append(f"op={self._made_by.op_name}")
         if self.requires_grad:
             parts.append("requires_grad=True")
         return f"tensor({body}, {', '.join(parts)})"
@@ -231,14 +231,14 @@ def _plain(x):
     return x.value if isinstance(x, Tensor) else x
 
 
-def make_tensor(value, op, node):
+def make_tensor(value, made_by, node):
     """A Tensor for an op's result (no validation: value is already a proper array)."""
     t = Tensor.__new__(Tensor)
     t.value = value
     t.requires_grad = node is not None
     t.grad = None
     t._node = node
-    t._op = op
+    t._made_by = made_by
     t._modified_at = -1
     return t
 

@@ -400,14 +400,14 @@ def test_records_nothing_without_grad(row, rng):
     arrays = row.inputs(rng, np.float64)
     recorded = row.build(FA, *[fa.tensor(x, requires_grad=True) for x in arrays])
     assert recorded._node is not None and recorded.requires_grad
-    assert recorded._op == row.op
+    assert recorded._made_by.op_name == row.op
 
     untracked = row.build(FA, *[fa.tensor(x) for x in arrays])
     with fa.no_grad():
         under_no_grad = row.build(FA, *[fa.tensor(x, requires_grad=True) for x in arrays])
     for out in (untracked, under_no_grad):
         assert out._node is None and not out.requires_grad
-        assert out._op == row.op
+        assert out._made_by.op_name == row.op
         np.testing.assert_array_equal(out.value, recorded.value)
 
 
