@@ -21,3 +21,10 @@ cdef class Sweep:
                    out=tuple, grads=tuple, i=Py_ssize_t, position=Py_ssize_t,
                    start=Py_ssize_t, anomaly=bint, movable=bint, owned=bint)
     cpdef _run(self, stop, retain_graph)
+
+    @cython.locals(node=Node, remaining=list)
+    cpdef _check_remaining(self)
+
+
+@cython.locals(node=Node, stack=list, nodes=list, leaf_uses=list, final_at=dict)
+cpdef tuple _reachable(root)
