@@ -90,6 +90,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 200)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's allocator replaces glibc's malloc")
 def test_steady_state_training_steps_fault_no_pages_in():
     # Untuned glibc returns the step's freed blocks to the kernel and OpenBLAS's
     # threaded GEMM faults them back in: about 330 faults per step on this network.
