@@ -158,6 +158,21 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def paired_ratio(times, a, b, per_block):
+    """Median over rounds of (median of a's block) / (median of b's block).
+
+    `times` comes from `alternate_blocks`, whose rounds hold one block of every case, run
+    within a second or so of each other. This machine drifts between a fast and a slow
+    phase (up to 2x, over minutes), which a ratio of overall medians mixes in; the ratio
+    within each round cancels it.
+    """
+    ratios = []
+    for start in range(0, min(len(times[a]), len(times[b])), per_block):
+        block_a, block_b = times[a][start:start + per_block], times[b][start:start + per_block]
+        ratios.append(median(block_a) / median(block_b))
+    return median(ratios)
+
+
 def summarize(xs):
     """{median, min, max, n} of a list of seconds."""
     if not xs:

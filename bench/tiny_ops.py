@@ -109,7 +109,10 @@ def main():
     print()
     C.print_table(rows, ["run", "median", "us / op", "fastad / this", "target"])
     us_per_op = m_fa / ops * 1e6
-    print(f"\nfastad: {us_per_op:.2f} us per recorded op including its backward "
+    paired_numpy = C.paired_ratio(times, "fastad forward + grad",
+                                  "hand-written NumPy forward + backward", per_block)
+    print(f"\nfastad: {us_per_op:.2f} us per recorded op including its backward, "
+          f"{C.fmt_ratio(paired_numpy)} the hand-written NumPy (paired blocks) "
           f"(forward recording {med['fastad forward only (recording)'] / ops * 1e6:.2f}, "
           f"sweep ~{(m_fa - med['fastad forward only (recording)']) / ops * 1e6:.2f}, "
           f"no_grad forward {med['fastad forward under fa.no_grad()'] / ops * 1e6:.2f})")
@@ -118,6 +121,7 @@ def main():
                **meta,
                "times": {k: C.summarize(v) for k, v in times.items()},
                "us_per_op": {k: v / ops * 1e6 for k, v in med.items()},
+               "paired_ratio_fastad_numpy": paired_numpy,
                "pytorch": child.info if child else None,
                "targets": {"us per op <= 2": {"value": us_per_op, "limit": 2.0,
                                               "status": C.target_check(us_per_op, 2.0)}}}
