@@ -14,7 +14,7 @@ cdef class Sweep:
     cdef public object seed, order, final_at, leaf_uses, adjoints, unowned, results
     cdef public object stopped_by, lock
     cdef public Py_ssize_t position
-    cdef public bint released_any
+    cdef public bint released_any, implied_seed
     cdef object __weakref__
 
     @cython.locals(order=list, adjoints=dict, unowned=set, node=Node, parents=tuple,

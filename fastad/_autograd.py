@@ -104,8 +104,9 @@ class Sweep:
     and gets the values of one joint request.
     """
 
-    def __init__(self, root, seed):
+    def __init__(self, root, seed, implied_seed):
         self.seed = seed
+        self.implied_seed = implied_seed  # seed=None: ones, the same for every later call
         self.order, self.final_at, self.leaf_uses = _reachable(root)
         self.adjoints = {root: seed.copy()}
         self.unowned = set()   # nodes whose adjoint buffer is shared, so never written in place
@@ -293,18 +294,19 @@ def _sweep_for(output, seed):
     if getattr(output, "_consumed", False):
         raise RuntimeError("this output's graph was consumed by backward(); pass "
                            "retain_graph=True to backward() to differentiate it again")
-    seed = _seed(output, seed)
+    seed_array = _seed(output, seed)
     root = _root(output)
     if root is None:
         return None
     sweep = getattr(output, "_sweep", None)
-    if sweep is not None and not np.array_equal(sweep.seed, seed):
+    if (sweep is not None and not (seed is None and sweep.implied_seed)
+            and not np.array_equal(sweep.seed, seed_array)):
         if sweep.released_any:
             raise RuntimeError("a different seed needs a new sweep, but the previous one "
                                "released the graph; pass retain_graph=True to keep it")
         sweep = None
     if sweep is None:
-        sweep = output._sweep = Sweep(root, seed)
+        sweep = output._sweep = Sweep(root, seed_array, seed is None)
     return sweep
 
 
