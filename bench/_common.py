@@ -476,6 +476,39 @@ def numpy_mlp_step(params, X, y, act="sigmoid"):
     return loss, grads
 
 
+def kernels_mlp_step(params, X, y):
+    """The ReLU MLP's step through fastad's own compiled kernels, called directly: the
+    work fastad's step does without its tape (no Tensors, nodes or sweep). Private API
+    (fastad._kernels), for measuring the tape's share only. Returns the gradients."""
+    from fastad import _kernels as K
+    n, n_layers = X.shape[0], len(params) // 2
+    labels = np.ascontiguousarray(y, dtype=np.intp)
+    acts, h = [X], X
+    for l in range(n_layers):
+        w, b = params[2 * l], params[2 * l + 1]
+        z = np.empty((n, w.shape[1]), w.dtype)
+        K.gemm(h, w, z, False)
+        K.add_row(z, b, z)
+        h = K.relu(z) if l < n_layers - 1 else z
+        acts.append(h)
+    probs, losses = np.empty_like(h), np.empty(n, h.dtype)
+    K.softmax_cross_entropy(h, labels, probs, losses)
+    d = np.empty_like(probs)
+    K.softmax_cross_entropy_grad(probs, labels, np.full(n, 1 / n, h.dtype), d, False)
+    grads = [None] * len(params)
+    for l in reversed(range(n_layers)):
+        w = params[2 * l]
+        grads[2 * l] = np.empty(w.shape, w.dtype)
+        K.gemm(acts[l].T, d, grads[2 * l], False)
+        grads[2 * l + 1] = np.empty(w.shape[1], w.dtype)
+        K.column_sum(d, grads[2 * l + 1], False)
+        if l > 0:
+            d_prev = np.empty((n, w.shape[0]), w.dtype)
+            K.gemm(d, w.T, d_prev, False)
+            d = K.relu_grad(d_prev, acts[l], None, False)
+    return grads
+
+
 # --- the GEMM floor through SciPy's BLAS -------------------------------------------------
 
 def _fortran_operand(m):

@@ -26,6 +26,7 @@ import _common as C  # noqa: E402
 
 SIZES = [784, 256, 256, 10]
 BATCH = 64
+KERNELS_ALONE = "fastad's kernels alone (no tape)"
 
 
 def main():
@@ -74,6 +75,17 @@ def main():
     def numpy_step():
         C.numpy_mlp_step(arrays, X, y, act=args.act)
 
+    def kernels_step():
+        C.kernels_mlp_step(arrays, X, y)
+
+    tape_free = args.act == "relu" and args.loss == "ce"  # what kernels_mlp_step does
+
+    if tape_free:  # correctness of the tape-free step, as for fastad's
+        for i, (g, r) in enumerate(zip(C.kernels_mlp_step(arrays, X, y),
+                                       C.numpy_mlp_step(arrays, X, y, act="relu")[1])):
+            if not np.allclose(g, r, rtol=1e-3, atol=1e-6):
+                raise AssertionError(f"kernels-only gradient {i} differs from NumPy's")
+
     controller = threadpoolctl.ThreadpoolController()
     blas_threads = max((lib.num_threads for lib in controller.lib_controllers
                         if lib.user_api == "blas"), default=1)
@@ -88,6 +100,7 @@ def main():
         return case
 
     ours = [("fastad step", C.timed(fastad_step, number)),
+            *([(KERNELS_ALONE, C.timed(kernels_step, number))] if tape_free else []),
             ("GEMM floor (SciPy sgemm)", C.timed(floor_step, number)),
             ("GEMM floor, all outputs row-major (as fastad)",
              C.timed(floor_rowmajor_step, number))]
@@ -135,6 +148,10 @@ def main():
     if torch_loss is not None:
         note += f", PyTorch {torch_loss:.6f}"
     print(note)
+    if tape_free:
+        print(f"the tape's share: fastad / its kernels alone "
+              f"{C.fmt_ratio(C.paired_ratio(times, 'fastad step', KERNELS_ALONE, per_block))}, "
+              f"kernels alone / GEMM floor {C.fmt_ratio(C.paired_ratio(times, KERNELS_ALONE, 'GEMM floor (SciPy sgemm)', per_block))} (paired)")
     print("GEMM floor per product (min of 5; C = row-major result, F = column-major):")
     C.print_table([[prod.name, f"{prod.m}x{prod.k} @ {prod.k}x{prod.n}",
                     C.fmt_time(prod.timings["C"]), C.fmt_time(prod.timings["F"]),
