@@ -1,5 +1,8 @@
 """The tape and the reverse sweep.
 
+(Plain Python. The install compiles it with Cython, and `_autograd.pxd` then makes Node
+and Sweep extension types, so the sweep's loop reads them in C.)
+
 Recording: an op whose inputs need a gradient gets a `Node` holding its vector-Jacobian
 product (`vjp`), the values it saved, and its parents. Nodes are numbered as they are
 made, so creation order is a topological order and the sweep needs no graph sort
