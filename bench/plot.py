@@ -44,6 +44,7 @@ def main():
                           loss="seed")
     torch_info = child.info if child else None
     series = {"fastad": [], "floor": [], "pytorch": []}
+    ratios = {"floor": [], "pytorch": []}   # fastad / each, paired (C.paired_ratio)
     rows_out = []
     try:
         for batch in batches:
@@ -67,12 +68,12 @@ def main():
             med = {k: C.median(v) for k, v in times.items()}
             for k in series:
                 series[k].append(med.get(k))
+            for k in ratios:
+                ratios[k].append(C.paired_ratio(times, "fastad", k, 1) if k in times else None)
             flops = C.mlp_gemm_flops(sizes, batch)
             rows_out.append([str(batch), C.fmt_time(med["fastad"]), C.fmt_time(med["floor"]),
-                             C.fmt_time(med.get("pytorch")),
-                             C.fmt_ratio(med["fastad"] / med["floor"]),
-                             C.fmt_ratio(med["fastad"] / med["pytorch"])
-                             if "pytorch" in med else "-",
+                             C.fmt_time(med.get("pytorch")), C.fmt_ratio(ratios["floor"][-1]),
+                             C.fmt_ratio(ratios["pytorch"][-1]) if child else "-",
                              f"{flops / med['fastad'] / 1e9:.1f}"])
             print(f"batch {batch}: " + ", ".join(f"{k} {C.fmt_time(v)}"
                                                  for k, v in med.items()), flush=True)
@@ -81,8 +82,9 @@ def main():
         if child:
             child.close()
     print()
-    C.print_table(rows_out, ["batch", "fastad", "GEMM floor", "PyTorch", "fastad/floor",
-                             "fastad/PyTorch", "fastad GFLOP/s"])
+    C.print_table(rows_out, ["batch", "fastad", "GEMM floor", "PyTorch",
+                             "fastad/floor (paired)", "fastad/PyTorch (paired)",
+                             "fastad GFLOP/s"])
 
     import matplotlib
     matplotlib.use("Agg")
@@ -102,17 +104,15 @@ def main():
                  f"{meta['machine']['cpus']} cores")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    ax2.plot(batches, [a / b for a, b in zip(series["fastad"], series["floor"])], "s--",
-             label="fastad / GEMM floor")
+    ax2.plot(batches, ratios["floor"], "s--", label="fastad / GEMM floor")
     if child:
-        ax2.plot(batches, [a / b for a, b in zip(series["fastad"], series["pytorch"])],
-                 "^-", label="fastad / PyTorch")
+        ax2.plot(batches, ratios["pytorch"], "^-", label="fastad / PyTorch")
     ax2.axhline(1.0, color="gray", lw=0.8)
     ax2.set_xscale("log", base=2)
     ax2.set_xticks(batches)
     ax2.set_xticklabels([str(b) for b in batches])
     ax2.set_xlabel("batch size")
-    ax2.set_ylabel("ratio")
+    ax2.set_ylabel("ratio (paired)")
     ax2.grid(True, alpha=0.3)
     ax2.legend()
     load = meta["machine"].get("loadavg")
@@ -126,7 +126,7 @@ def main():
     C.write_json(args.json, {"config": {"sizes": sizes, "batches": batches,
                                         "repeats": repeats, "quick": args.quick},
                              **meta, "pytorch": torch_info,
-                             "median_seconds": series})
+                             "median_seconds": series, "paired_ratios": ratios})
 
 
 if __name__ == "__main__":
