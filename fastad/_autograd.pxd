@@ -3,6 +3,8 @@
 # loop reads nodes, lists, dicts and sets through C rather than attribute lookups.
 import cython
 
+from fastad._tensor cimport Tensor as TensorType
+
 
 cdef class Node:
     cdef public object vjp, parents, saved
@@ -28,3 +30,6 @@ cdef class Sweep:
 
 @cython.locals(node=Node, stack=list, nodes=list, leaf_uses=list, final_at=dict)
 cpdef tuple _reachable(root)
+
+
+cpdef _parent(TensorType t)

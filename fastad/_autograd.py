@@ -85,12 +85,19 @@ def record(vjp, value, inputs, saved=()):
             _check_finite(value, f"the forward value of '{vjp.op_name}'")
         if not modes.grad_enabled:
             return _make_tensor(value, vjp, None)
-    parents = tuple([None if t is None or not t.requires_grad else t._node or t
-                     for t in inputs])
+    parents = tuple([_parent(t) for t in inputs])
     for parent in parents:
         if parent is not None:
             return _make_tensor(value, vjp, Node(vjp, parents, saved))
     return _make_tensor(value, vjp, None)
+
+
+def _parent(t):
+    """What a node keeps of an input: the node that made it, the leaf itself, or None
+    (a constant, or a tensor that needs no gradient)."""
+    if t is None or not t.requires_grad:
+        return None
+    return t._node or t
 
 
 def _check_finite(array, what):

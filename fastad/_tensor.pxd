@@ -1,8 +1,13 @@
 # Cython declarations for _tensor.py when it is compiled (see setup.py); the module
 # itself stays plain Python. As an extension type, a Tensor is made and filled in C.
+import cython
 
 cdef class Tensor:
     cdef public object value, grad, _node, _made_by, _origin, _sweep, _consumed
     cdef public bint requires_grad
     cdef public Py_ssize_t _modified_at
     cdef object __weakref__
+
+
+@cython.locals(t=Tensor)
+cpdef make_tensor(value, made_by, node)
