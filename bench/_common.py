@@ -401,6 +401,13 @@ def mlp_data(d_in, n_classes, batch, seed=1, dtype=np.float32):
     return X, y
 
 
+def fastad_mlp_tensors(fa, arrays, X):
+    """(params, x, rows): the MLP's weights and data as fastad tensors sharing the arrays,
+    and the row index of the seed's loss."""
+    params = [fa.tensor(a, requires_grad=True) for a in arrays]
+    return params, fa.tensor(X), np.arange(X.shape[0])
+
+
 def mlp_gemm_flops(sizes, batch):
     """FLOPs of one training step's matrix products: forward, dW (all), dX (not the data)."""
     fwd = sum(2 * batch * a * b for a, b in zip(sizes[:-1], sizes[1:]))

@@ -47,9 +47,7 @@ def memory_child(kind, sizes, batch, steps):
     X, y = C.mlp_data(sizes[0], sizes[-1], batch)
     if kind == "fastad":
         import fastad as fa
-        params = [fa.tensor(a, requires_grad=True) for a in arrays]   # shares the arrays
-        x = fa.tensor(X)
-        rows = np.arange(batch)
+        params, x, rows = C.fastad_mlp_tensors(fa, arrays, X)
 
         def step():
             loss = C.fastad_mlp_loss(fa, params, x, y, rows)
@@ -124,9 +122,7 @@ def main():
     targets = {}
     arrays = C.mlp_params(sizes)
     X, y = C.mlp_data(sizes[0], sizes[-1], batch)
-    params = [fa.tensor(a, requires_grad=True) for a in arrays]
-    x = fa.tensor(X)
-    rows = np.arange(batch)
+    params, x, rows = C.fastad_mlp_tensors(fa, arrays, X)
 
     def forward():
         return C.fastad_mlp_loss(fa, params, x, y, rows)

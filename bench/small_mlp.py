@@ -49,9 +49,7 @@ def main():
                     f"{batch}, float32; median of {repeats} samples of {number} steps")
     arrays = C.mlp_params(sizes)
     X, y = C.mlp_data(sizes[0], sizes[-1], batch)
-    params = [fa.tensor(a, requires_grad=True) for a in arrays]
-    x = fa.tensor(X)
-    rows = np.arange(batch)
+    params, x, rows = C.fastad_mlp_tensors(fa, arrays, X)
 
     def fastad_step():
         loss = C.fastad_mlp_loss(fa, params, x, y, rows, act=args.act, loss=args.loss)

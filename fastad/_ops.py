@@ -131,7 +131,7 @@ def _kernel_out(out, shape, dtype, order="C"):
     An adjoint that ended up in another memory order gets a fresh contribution, which
     the sweep then adds to it.
     """
-    if out is None or not (out.flags.c_contiguous if order == "C" else out.flags.f_contiguous):
+    if out is None or not _in_order(out, order):
         return empty(shape, dtype, order), False
     return out, True
 
