@@ -50,7 +50,8 @@ def save(path, obj):
     if hasattr(path, "write"):
         _write_archive(path, structure, arrays)
     else:
-        _write_atomically(os.fspath(path), lambda file: _write_archive(file, structure, arrays))
+        _write_atomically(os.fspath(path),
+                          lambda file: _write_archive(file, structure, arrays))
 
 
 def _encode(obj):
@@ -80,9 +81,9 @@ def _encode(obj):
         if isinstance(value, dict):
             return {"dict": [[_checked_key(key, path), encode(item, path + (key,))]
                              for key, item in value.items()]}
-        raise TypeError(f"save: {_where(path)} is of type {type(value).__name__}; fa.save stores "
-                        "arrays, Tensors, NumPy scalars, dicts, lists, tuples, str, int, "
-                        "float, bool and None")
+        raise TypeError(f"save: {_where(path)} is of type {type(value).__name__}; fa.save "
+                        "stores arrays, Tensors, NumPy scalars, dicts, lists, tuples, str, "
+                        "int, float, bool and None")
 
     def add_array(array, path):
         problem = _dtype_problem(array.dtype)
@@ -215,8 +216,7 @@ class _BadFile(ValueError):
 
 # What zipfile, zlib, numpy's header parser and json raise for damaged input.
 _DAMAGED = (_BadFile, ValueError, TypeError, OverflowError, EOFError, OSError,
-            zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error,
-            NotImplementedError, RuntimeError)
+            zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError, RuntimeError)
 
 
 def load(path, max_bytes=None):
@@ -224,7 +224,7 @@ def load(path, max_bytes=None):
     ndarrays of the saved dtype (byte order included) and shape. Tuples come back as
     lists, NumPy scalars as NumPy scalars; an `np.savez` file as a dict {name: array}.
 
-    Safe on untrusted files: nothing is unpickled or evaluated. Anything else than such
+    Safe on untrusted files: nothing is unpickled or evaluated. Anything other than such
     an archive of plain arrays (a directory, FIFO or device; a damaged or truncated zip;
     a member that is not a .npy array, or of object or structured dtype; names that
     collide or hold NUL; a header whose size disagrees with its member; a malformed
@@ -233,6 +233,8 @@ def load(path, max_bytes=None):
 
     `path` is a str, a path-like or a binary file object.
     """
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ValueError(f"load: max_bytes must be None or an int >= 0, got {max_bytes!r}")
     if hasattr(path, "read"):
         return _load_file(path, getattr(path, "name", "<file object>"), max_bytes)
     with _open_regular(path) as file:
@@ -253,7 +255,8 @@ def _load_file(file, name, max_bytes):
     try:
         return _read_checkpoint(file, max_bytes)
     except _DAMAGED as e:
-        problem = e if isinstance(e, _BadFile) else f"damaged archive ({type(e).__name__}: {e})"
+        problem = e if isinstance(e, _BadFile) else (
+            f"damaged archive ({type(e).__name__}: {e})")
         raise ValueError(f"load: {name!r}: {problem}") from e
 
 
@@ -395,10 +398,13 @@ def _decode(node, read_array, depth=0):
         if array.ndim:
             raise _BadFile(f"scalar member {payload!r} has shape {array.shape}")
         return array[()]
-    if tag == "int" and isinstance(payload, str):
-        return int(payload, 16)
-    if tag == "float" and isinstance(payload, str) and len(payload) == 16:
-        return struct.unpack(">d", bytes.fromhex(payload))[0]
+    if tag in ("int", "float") and isinstance(payload, str):
+        try:
+            if tag == "int":
+                return int(payload, 16)
+            return struct.unpack(">d", bytes.fromhex(payload))[0]
+        except (ValueError, struct.error):
+            pass
     raise _BadFile(f"the structure holds an unknown value {{{tag!r}: {payload!r:.80}}}")
 
 
@@ -413,7 +419,8 @@ def _decode_dict(pairs, read_array, depth):
         if isinstance(key, bool) or not isinstance(key, (str, int)):
             raise _BadFile(f"the structure holds a dict key {key!r:.80}, not a str or int")
         if isinstance(key, str) and "\0" in key:
-            raise _BadFile(f"the structure holds a dict key {key!r:.80} with a NUL character")
+            raise _BadFile(f"the structure holds a dict key {key!r:.80} with a NUL "
+                           "character")
         if key in result:
             raise _BadFile(f"the structure holds the dict key {key!r:.80} twice")
         result[key] = _decode(value, read_array, depth + 1)

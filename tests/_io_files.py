@@ -1,10 +1,46 @@
-"""Hostile and valid checkpoint files for the fa.load tests (tests/test_io.py and the
-campaign's child process in tests/test_io_campaign.py): each builder returns bytes."""
+"""Shared by the fa.save / fa.load tests (test_io.py, and the child processes of
+test_io_crash.py and test_io_campaign.py): exact comparisons, and checkpoint files,
+valid and hostile (each builder returns bytes)."""
 import io
+import struct
 import warnings
 import zipfile
 
 import numpy as np
+
+import fastad as fa
+
+
+def assert_identical(loaded, original):
+    """Same dtype (byte order included), shape and bytes (NaN, -0.0 and all)."""
+    assert loaded.dtype == original.dtype
+    assert loaded.shape == original.shape
+    assert np.ascontiguousarray(loaded).tobytes() == np.ascontiguousarray(original).tobytes()
+
+
+def assert_same(loaded, original):
+    """`loaded` is what load should give back for `original`: Tensors as their arrays,
+    tuples as lists, key types kept, floats bit for bit."""
+    if isinstance(original, fa.Tensor):
+        original = original.value
+    if isinstance(original, (np.ndarray, np.generic)):
+        kind = np.ndarray if isinstance(original, np.ndarray) else type(original)
+        assert type(loaded) is kind
+        assert_identical(np.asarray(loaded), np.asarray(original))
+    elif isinstance(original, dict):
+        assert type(loaded) is dict
+        assert [(type(k), k) for k in loaded] == [(type(k), k) for k in original]
+        for key, value in original.items():
+            assert_same(loaded[key], value)
+    elif isinstance(original, (list, tuple)):
+        assert type(loaded) is list and len(loaded) == len(original)
+        for item, value in zip(loaded, original):
+            assert_same(item, value)
+    elif isinstance(original, float):
+        assert type(loaded) is float
+        assert struct.pack(">d", loaded) == struct.pack(">d", original)
+    else:
+        assert type(loaded) is type(original) and loaded == original
 
 
 def npy(descr, shape, fortran_order=False, data=b"", version=(1, 0)):
@@ -65,7 +101,8 @@ def hostile_files(bomb_bytes=80 << 20):
         "negative dimensions whose product matches": zip_of(
             {"w.npy": npy("<f8", (-1, -3), data=bytes(24))}),
         "header size larger than the data": zip_of({"w.npy": npy("<f8", (4,), data=bytes(24))}),
-        "header size smaller than the data": zip_of({"w.npy": npy("<f8", (2,), data=bytes(24))}),
+        "header size smaller than the data": zip_of(
+            {"w.npy": npy("<f8", (2,), data=bytes(24))}),
         "object dtype": zip_of({"w.npy": npy("|O", (1,), data=bytes(8))}),
         "structured dtype": zip_of({"w.npy": npy([("a", "<f8")], (3,), data=bytes(24))}),
         "subarray dtype": zip_of({"w.npy": npy(("<f8", (3,)), (1,), data=bytes(24))}),
@@ -104,7 +141,8 @@ def hostile_files(bomb_bytes=80 << 20):
         "structure with a bool dict key": b'{"dict": [[true, {"array": "w.npy"}]]}',
         "structure with a float dict key": b'{"dict": [[1.5, {"array": "w.npy"}]]}',
         "structure with a NUL dict key": b'{"dict": [["a\\u0000", {"array": "w.npy"}]]}',
-        "structure with a duplicate dict key": b'{"dict": [["a", 1], ["a", {"array": "w.npy"}]]}',
+        "structure with a duplicate dict key":
+            b'{"dict": [["a", 1], ["a", {"array": "w.npy"}]]}',
         "structure with a dict that is not pairs": b'{"dict": [["a"]]}',
         "structure with a dict that is a string": b'{"dict": "w.npy"}',
         "structure with a bad float": b'[{"float": "xyz"}, {"array": "w.npy"}]',

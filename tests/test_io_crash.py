@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 import fastad as fa
-from _io_files import numbered_checkpoint
+from _io_files import assert_same, numbered_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and rlimits")
 
@@ -58,19 +57,8 @@ def assert_complete(path, n):
     """`path` loads as numbered_checkpoint(k, n) exactly, for some k; returns k."""
     loaded = fa.load(path)
     k = loaded["epoch"]
-    assert _flat(loaded) == _flat(numbered_checkpoint(k, n))
+    assert_same(loaded, numbered_checkpoint(k, n))
     return k
-
-
-def _flat(tree, prefix=()):
-    """{path: (type, dtype, shape, bytes) or value}: exact comparison in one assert."""
-    if isinstance(tree, dict):
-        return {k: v for key, item in tree.items() for k, v in _flat(item, prefix + (key,)).items()}
-    if isinstance(tree, list):
-        return {k: v for i, item in enumerate(tree) for k, v in _flat(item, prefix + (i,)).items()}
-    if isinstance(tree, np.ndarray):
-        return {prefix: (type(tree), tree.dtype, tree.shape, tree.tobytes())}
-    return {prefix: (type(tree), tree)}
 
 
 def test_full_disk_leaves_the_old_checkpoint(tmp_path):
