@@ -261,8 +261,7 @@ def _load_file(file, name, max_bytes):
 
 
 def _read_checkpoint(file, max_bytes):
-    start = file.tell()
-    size = file.seek(0, os.SEEK_END) - start
+    start, end = file.tell(), file.seek(0, os.SEEK_END)
     file.seek(start)
     magic = file.read(6)
     file.seek(start)
@@ -271,9 +270,9 @@ def _read_checkpoint(file, max_bytes):
     if not magic.startswith(b"PK"):
         raise _BadFile(f"is not an .npz archive (a zip file of .npy arrays); it starts "
                        f"with {magic!r}")
-    cap = 4 * size + (64 << 20) if max_bytes is None else max_bytes
+    cap = 4 * (end - start) + (64 << 20) if max_bytes is None else max_bytes
     with zipfile.ZipFile(file) as archive:
-        members = {info.filename: info for info in _checked_members(archive, cap)}
+        members = {info.filename: info for info in _checked_members(archive, cap, end)}
         if STRUCTURE not in members:    # an np.savez file
             return {name[:-4]: _read_array(archive, info) for name, info in members.items()}
         structure = _read_structure(archive, members.pop(STRUCTURE))
@@ -283,8 +282,9 @@ def _read_checkpoint(file, max_bytes):
         return obj
 
 
-def _checked_members(archive, cap):
-    """The archive's members, after checking their names, compression and total size."""
+def _checked_members(archive, cap, end):
+    """The archive's members, after checking their names, compression and sizes (`end`:
+    where the file ends)."""
     infos = archive.infolist()
     for info in infos:
         if "\0" in info.orig_filename:
@@ -296,6 +296,11 @@ def _checked_members(archive, cap):
                            f"{info.compress_type}; only stored and deflated are read")
         if info.flag_bits & 1:
             raise _BadFile(f"member {info.filename!r} is encrypted")
+        stored = info.compress_type == zipfile.ZIP_STORED
+        if info.header_offset + info.compress_size > end or (
+                stored and info.file_size != info.compress_size):
+            raise _BadFile(f"member {info.filename!r} claims {info.file_size} bytes that "
+                           "the file does not hold")
     collision = _collision([info.filename for info in infos])
     if collision:
         raise _BadFile(f"member names {collision[0]!r} and {collision[1]!r} collide")

@@ -84,6 +84,16 @@ def zip_bomb(nbytes):
     return buffer.getvalue()
 
 
+def stored_member_lying_about_its_size(nbytes):
+    """A stored .npy member whose header and central directory both claim `nbytes` of
+    float64 data, of which the file holds 16."""
+    data = bytearray(zip_of({"w.npy": npy("<f8", (nbytes // 8,), data=bytes(16))}))
+    central = data.index(b"PK\x01\x02")
+    claimed = (len(npy("<f8", (nbytes // 8,))) + nbytes).to_bytes(4, "little")
+    data[central + 20:central + 28] = claimed + claimed    # compressed, uncompressed size
+    return bytes(data)
+
+
 def with_name_replaced(data, old, new):
     """Raw zip bytes with a member name changed everywhere it is written (zipfile
     itself refuses to write a name holding NUL)."""
@@ -121,6 +131,7 @@ def hostile_files(bomb_bytes=80 << 20):
         "member name holding NUL": with_name_replaced(zip_of({"aXb.npy": f8}), "aXb", "a\0b"),
         "bzip2 member": zip_of({"w.npy": f8}, zipfile.ZIP_BZIP2),
         "zip bomb past the default cap": zip_bomb(bomb_bytes),
+        "stored member claiming 60 MB": stored_member_lying_about_its_size(60 << 20),
         "empty file": b"",
         "text": b"these are not arrays\n",
         "single .npy file": f8,

@@ -8,6 +8,7 @@ import pathlib
 import pickle
 import stat
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -276,6 +277,19 @@ def test_hostile_files_are_value_errors(tmp_path, data):
         fa.load(path)
 
 
+def test_lies_about_sizes_allocate_nothing(tmp_path):
+    path = tmp_path / "bad.npz"
+    for lie in ("huge shape (2**40 float64) in a tiny file", "stored member claiming 60 MB",
+                "zip bomb past the default cap", "header size larger than the data"):
+        path.write_bytes(HOSTILE[lie])
+        tracemalloc.start()
+        with pytest.raises(ValueError):
+            fa.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 1 << 20, (lie, peak)
+
+
 def test_error_messages_name_the_problem(tmp_path):
     def error(data, **kwargs):
         (tmp_path / "f.npz").write_bytes(data)
@@ -291,6 +305,8 @@ def test_error_messages_name_the_problem(tmp_path):
     assert "'w.npy' and 'w.npy' collide" in error(HOSTILE["duplicate member names"])
     assert "'a\\x00b.npy' holds a NUL" in error(HOSTILE["member name holding NUL"])
     assert "past the cap" in error(HOSTILE["zip bomb past the default cap"])
+    assert "'w.npy' claims 62914688 bytes that the file does not hold" in error(
+        HOSTILE["stored member claiming 60 MB"])
     missing = HOSTILE["structure referring to a missing member"]
     assert "refers to 'missing.npy'" in error(missing)
     assert "single .npy array" in error(HOSTILE["single .npy file"])
