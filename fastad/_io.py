@@ -6,6 +6,7 @@ disallowed) and a member named STRUCTURE: the nested dicts and lists as JSON, sc
 inline, each array replaced by the name of its member. `load` checks everything a
 hostile file could lie about (names, dtypes, sizes) before it allocates or runs anything.
 """
+import contextlib
 import errno
 import json
 import math
@@ -159,10 +160,8 @@ def _write_atomically(path, write):
             os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_directory(directory or ".")
 
