@@ -3,53 +3,126 @@
 An optimizer holds a list of parameters (leaf Tensors that require grad). `step()`
 reads each parameter's `.grad` (None: the parameter is skipped) and updates its
 `.value` in place through a compiled kernel that makes one pass over the parameter,
-its gradient and its state. State arrays are allocated when the optimizer is made, so
-`step()` allocates no arrays. Every update bumps the parameter's version counter, so a
+its gradient and its state. Every update bumps the parameter's version counter, so a
 sweep over a tape recorded before the update raises RuntimeError instead of using the
 new values.
 
-Hyperparameters live in attributes (`opt.lr = 0.01` takes effect at the next step).
+Hyperparameters and state are plain attributes (`opt.lr = 0.01`, `opt.momentum_buffers`,
+`opt.exp_avgs`, `opt.exp_avg_sqs`, `opt.steps`: lists with one entry per parameter).
+`step()` checks all of them, and every parameter and gradient, before it changes
+anything: a bad value raises ValueError or TypeError naming the optimizer and the
+attribute, and a changed valid value takes effect at that step. A state array of the
+right shape and dtype that the kernels cannot write in place on their own (read-only,
+strided, misaligned, a view, or an array already in use as another buffer or as a
+parameter's value or gradient) is replaced by a copy. State arrays are allocated
+at construction or at the first step that needs them, so later steps allocate none.
 """
+import math
+import numbers
+
 import numpy as np
 
 from . import _optim as K
 from ._autograd import mark_modified
+from ._checks import writable_in_place
 from ._tensor import Tensor, check_matches
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _check_nonnegative(name, value):
-    value = float(value)
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"Invalid {name}: {value} (must be >= 0)")
-    return value
+# --- checks of single values: (owner, name, value) -> value as a plain Python object ---
+
+def _real(owner, name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (too large for a float)") from None
+
+
+def _nonnegative(owner, name, value):
+    number = _real(owner, name, value)
+    if not number >= 0:  # also rejects NaN
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be >= 0)")
+    return number
+
+
+def _betas(owner, name, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{owner}: {name} must be a pair (beta1, beta2), got {value!r}")
+    betas = tuple(_real(owner, f"{name}[{k}]", beta) for k, beta in enumerate(value))
+    for k, beta in enumerate(betas):
+        if not 0 <= beta < 1:
+            raise ValueError(f"{owner}: Invalid beta parameter at index {k}: {value[k]!r} "
+                             "(must be in [0, 1))")
+    return betas
+
+
+def _flag(owner, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _count(owner, name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be >= 0)")
+    return int(value)
+
+
+def _sequence(owner, name, value, length):
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{owner}: {name} must be a list with one entry per parameter, "
+                        f"got {type(value).__name__}")
+    if len(value) != length:
+        raise ValueError(f"{owner}: {name} has {len(value)} entries, the optimizer has "
+                         f"{length} parameters")
+
+
+def _owned_and_writable(array):
+    """True when a kernel may write `array` in place and nothing else sees its memory."""
+    return writable_in_place(array) and array.flags.owndata
 
 
 class Optimizer:
-    """Base class: holds the parameters, validates gradients, zeroes them."""
+    """Base class: the parameters, and the checks shared by all optimizers.
 
-    def __init__(self, params):
+    A subclass lists its hyperparameters (`hyperparameters`: attribute -> check), its
+    per-parameter state arrays (`buffers`: state_dict key -> attribute) and counts
+    (`counts`: key -> attribute), and defines `_update` (one parameter's step).
+    """
+
+    hyperparameters = {}
+    buffers = {}
+    counts = {}
+
+    def __init__(self, params, **hyperparameters):
+        name = type(self).__name__
         if isinstance(params, Tensor):
-            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors "
+            raise TypeError(f"{name}: params must be an iterable of Tensors "
                             "(e.g. model.parameters()), got a single Tensor")
+        options = self._checked_options(hyperparameters, name)
         self.params = list(params)
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+            raise ValueError(f"{name}: got an empty parameter list")
         seen = set()
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__}: params[{i}] is a "
-                                f"{type(p).__name__}, not a fastad Tensor")
+                raise TypeError(f"{name}: params[{i}] is a {type(p).__name__}, not a "
+                                "fastad Tensor")
             if not p.requires_grad or not p.is_leaf:
-                raise ValueError(f"{type(self).__name__}: params[{i}] (shape {p.shape}) must "
-                                 "be a leaf that requires grad, e.g. a fa.Parameter")
+                raise ValueError(f"{name}: params[{i}] (shape {p.shape}) must be a leaf "
+                                 "that requires grad, e.g. a fa.Parameter")
             if id(p) in seen:
-                raise ValueError(f"{type(self).__name__}: params[{i}] (shape {p.shape}) "
-                                 "appears more than once")
+                raise ValueError(f"{name}: params[{i}] (shape {p.shape}) appears more "
+                                 "than once")
             seen.add(id(p))
         self._shapes = [p.value.shape for p in self.params]
         self._dtypes = [p.value.dtype for p in self.params]
+        self._assign({**options, **self._initial_state(options)})
 
     def zero_grad(self):
         """Set every parameter's `.grad` to None."""
@@ -57,33 +130,120 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        """Update every parameter that has a `.grad`, in place (all checked first)."""
+        """Update every parameter that has a `.grad`, in place.
+
+        Hyperparameters, state, parameter values and gradients are all checked first:
+        a bad one raises before any parameter, state array or step count changes.
+        """
+        options = self._current_options()
         ready = [(i, p, self._grad(i, p)) for i, p in enumerate(self.params)
                  if p.grad is not None]
+        self._assign(self._checked_state() or self._initial_state(options))
         for i, p, grad in ready:
-            self._update(i, p.value, grad)
+            self._update(i, p.value, grad, options)
             mark_modified(p)
 
+    def _assign(self, attributes):
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+    # --- hyperparameters ----------------------------------------------------------------
+    def _current_options(self):
+        """The hyperparameter attributes, checked, as plain Python values."""
+        values = {name: getattr(self, name) for name in self.hyperparameters}
+        return self._checked_options(values, type(self).__name__)
+
+    def _checked_options(self, values, owner):
+        options = {name: check(owner, name, values[name])
+                   for name, check in self.hyperparameters.items()}
+        self._check_combination(options, owner)
+        return options
+
+    def _check_combination(self, options, owner):
+        """Raise ValueError for hyperparameters that are valid alone but not together."""
+
+    # --- state --------------------------------------------------------------------------
+    def _needs_state(self, options):
+        """Whether a step with these hyperparameters reads and writes state."""
+        return True
+
+    def _state_attributes(self):
+        return [*self.counts.values(), *self.buffers.values()]
+
+    def _initial_state(self, options):
+        """Fresh state when a step with `options` needs state, else None for each."""
+        if self._needs_state(options):
+            return self._zero_state()
+        return {attr: None for attr in self._state_attributes()}
+
+    def _zero_state(self):
+        """{attribute: a list of zero counts or zero arrays, one per parameter}."""
+        state = {attr: [0] * len(self.params) for attr in self.counts.values()}
+        state.update((attr, [np.zeros(s, d) for s, d in zip(self._shapes, self._dtypes)])
+                     for attr in self.buffers.values())
+        return state
+
+    def _checked_state(self):
+        """{attribute: list} of the current state, checked, with copies in the lists
+        (new lists) where a kernel cannot use an array in place; {} if there is none."""
+        name = type(self).__name__
+        current = {attr: getattr(self, attr) for attr in self._state_attributes()}
+        if all(values is None for values in current.values()):
+            return {}
+        state = {attr: self._checked_counts(name, attr, current[attr])
+                 for attr in self.counts.values()}
+        # Arrays the kernels must not write through: the parameters' and one another's.
+        taken = {id(a) for p in self.params for a in (p.value, p.grad)}
+        for attr in self.buffers.values():
+            state[attr] = self._checked_buffers(name, attr, current[attr], taken)
+        return state
+
+    def _checked_counts(self, owner, attr, counts):
+        _sequence(owner, attr, counts, len(self.params))
+        checked = [_count(owner, f"{attr}[{i}]", c) for i, c in enumerate(counts)]
+        return counts if type(counts) is list and all(type(c) is int for c in counts) \
+            else checked
+
+    def _checked_buffers(self, owner, attr, buffers, taken):
+        _sequence(owner, attr, buffers, len(self.params))
+        checked = []
+        for i, buffer in enumerate(buffers):
+            self._check_buffer(f"{owner}: {attr}[{i}]", i, buffer)
+            if id(buffer) in taken or not _owned_and_writable(buffer):
+                buffer = np.array(buffer, order="C")
+            taken.add(id(buffer))
+            checked.append(buffer)
+        return buffers if all(c is b for c, b in zip(checked, buffers)) else checked
+
+    def _check_buffer(self, what, i, buffer):
+        if not isinstance(buffer, np.ndarray):
+            raise TypeError(f"{what} must be an ndarray, got {type(buffer).__name__}")
+        if buffer.dtype != self._dtypes[i]:
+            raise TypeError(f"{what} has dtype {buffer.dtype}, params[{i}] has dtype "
+                            f"{self._dtypes[i]}")
+        if buffer.shape != self._shapes[i]:
+            raise ValueError(f"{what} has shape {buffer.shape}, params[{i}] has shape "
+                             f"{self._shapes[i]}")
+
+    # --- the update ---------------------------------------------------------------------
     def _grad(self, i, p):
         """p.grad as an array the kernels can read (C-contiguous, p's dtype and shape)."""
         value, grad = p.value, p.grad
         if not (isinstance(value, np.ndarray) and value.flags.c_contiguous
-                and value.flags.writeable and value.shape == self._shapes[i]
-                and value.dtype == self._dtypes[i]):
+                and value.flags.writeable and value.flags.aligned
+                and value.shape == self._shapes[i] and value.dtype == self._dtypes[i]):
             raise ValueError(f"{type(self).__name__}: params[{i}].value was replaced by an "
                              "array of another shape, dtype or layout; update it in place")
         check_matches(grad, value, f"{type(self).__name__}: params[{i}].grad")
-        return grad if grad.flags.c_contiguous else np.ascontiguousarray(grad)
+        return grad if grad.flags.c_contiguous and grad.flags.aligned \
+            else np.array(grad, order="C")
 
-    def _update(self, i, value, grad):
-        """Update params[i]'s value in place from its checked gradient."""
+    def _update(self, i, value, grad, options):
+        """Update params[i]'s value (and its state) in place from its checked gradient."""
         raise NotImplementedError
 
-    def _options(self):
-        return {}
-
     def __repr__(self):
-        options = ", ".join(f"{k}={v}" for k, v in self._options().items())
+        options = ", ".join(f"{k}={getattr(self, k, None)}" for k in self.hyperparameters)
         return f"{type(self).__name__}({len(self.params)} parameters, {options})"
 
 
@@ -92,29 +252,30 @@ class SGD(Optimizer):
 
     d = grad + weight_decay * p; with momentum, buf = d on the first step and
     buf = momentum * buf + d after, then d = buf (or d + momentum * buf with
-    nesterov=True); p -= lr * d.
+    nesterov=True); p -= lr * d. `momentum_buffers` is None until a step has momentum.
     """
 
+    hyperparameters = {"lr": _nonnegative, "momentum": _nonnegative,
+                       "weight_decay": _nonnegative, "nesterov": _flag}
+    buffers = {"momentum_buffer": "momentum_buffers"}
+
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-        self.lr = _check_nonnegative("learning rate", lr)
-        self.momentum = _check_nonnegative("momentum", momentum)
-        self.weight_decay = _check_nonnegative("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("Nesterov momentum requires a momentum > 0")
-        super().__init__(params)
-        # Zero-filled, so the first step's buf = momentum * 0 + d = d, as in PyTorch.
-        self.momentum_buffers = ([np.zeros_like(p.value) for p in self.params]
-                                 if self.momentum != 0 else None)
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         nesterov=nesterov)
 
-    def _update(self, i, value, grad):
-        buffers = self.momentum_buffers
-        K.sgd_step(value, grad, None if buffers is None else buffers[i], self.lr,
-                   self.momentum, self.weight_decay, self.nesterov)
+    def _check_combination(self, options, owner):
+        if options["nesterov"] and options["momentum"] == 0:
+            raise ValueError(f"{owner}: Nesterov momentum requires a momentum > 0")
 
-    def _options(self):
-        return {"lr": self.lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+    def _needs_state(self, options):
+        return options["momentum"] != 0
+
+    def _update(self, i, value, grad, options):
+        # Buffers start at zero, so the first step's buf = momentum * 0 + d = d, as PyTorch.
+        momentum = options["momentum"]
+        buffer = self.momentum_buffers[i] if momentum != 0 else None
+        K.sgd_step(value, grad, buffer, options["lr"], momentum, options["weight_decay"],
+                   options["nesterov"])
 
 
 class Adam(Optimizer):
@@ -125,29 +286,19 @@ class Adam(Optimizer):
     p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps).
     """
 
+    hyperparameters = {"lr": _nonnegative, "betas": _betas, "eps": _nonnegative,
+                       "weight_decay": _nonnegative}
+    buffers = {"exp_avg": "exp_avgs", "exp_avg_sq": "exp_avg_sqs"}
+    counts = {"step": "steps"}
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.lr = _check_nonnegative("learning rate", lr)
-        self.eps = _check_nonnegative("epsilon value", eps)
-        self.weight_decay = _check_nonnegative("weight_decay", weight_decay)
-        beta1, beta2 = betas
-        for index, beta in enumerate((beta1, beta2)):
-            if not 0 <= beta < 1:
-                raise ValueError(f"Invalid beta parameter at index {index}: {beta} "
-                                 "(must be in [0, 1))")
-        self.betas = (float(beta1), float(beta2))
-        super().__init__(params)
-        self.exp_avgs = [np.zeros_like(p.value) for p in self.params]
-        self.exp_avg_sqs = [np.zeros_like(p.value) for p in self.params]
-        self.steps = [0] * len(self.params)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _update(self, i, value, grad):
-        beta1, beta2 = self.betas
+    def _update(self, i, value, grad, options):
+        lr, weight_decay = options["lr"], options["weight_decay"]
+        beta1, beta2 = options["betas"]
         self.steps[i] = t = self.steps[i] + 1
-        step_size = self.lr / (1 - beta1 ** t)
-        bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
+        step_size = lr / (1 - beta1 ** t)
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
         K.adam_step(value, grad, self.exp_avgs[i], self.exp_avg_sqs[i], beta1, beta2,
-                    step_size, bias_correction2_sqrt, self.eps, self.weight_decay)
+                    step_size, bias_correction2_sqrt, options["eps"], weight_decay)
 
-    def _options(self):
-        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "weight_decay": self.weight_decay}

@@ -1,5 +1,12 @@
-"""fa.optim: SGD and Adam against PyTorch, against the written formulas, and their contract
-(skipped None grads, in-place updates without allocation, version bumps, bad input)."""
+"""fa.optim: SGD and Adam against PyTorch, against the written formulas, and their
+contract (skipped None grads, in-place updates without allocation, version bumps, bad
+input, hyperparameters and state checked at every step).
+"""
+import copy
+import os
+import re
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -8,10 +15,10 @@ import pytest
 import fastad as fa
 
 SHAPES = [(7, 5), (5,)]
-STEPS = 6
+STEPS = 100
 # The second parameter has no gradient on these steps (0-based): it must be skipped,
 # and with Adam its own step count must not advance.
-NO_GRAD_STEPS = {0, 3}
+NO_GRAD_STEPS = {0, 3, 50}
 
 SGD_CONFIGS = [
     dict(lr=0.1),
@@ -122,11 +129,14 @@ def adam_reference(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay
     return p
 
 
+REFERENCES = {"SGD": sgd_reference, "Adam": adam_reference}
+
+
 @pytest.mark.parametrize("name, config", CASES, ids=CASE_IDS)
 def test_matches_documented_formula(name, config):
     initial, grads = problem(np.float64, seed=1)
     params, _ = run_fastad(name, config, initial, grads)
-    reference = sgd_reference if name == "SGD" else adam_reference
+    reference = REFERENCES[name]
     for i, p in enumerate(params):
         own = [step[i] for step in grads if step[i] is not None]
         np.testing.assert_allclose(p.value, reference(initial[i], own, **config),
@@ -328,3 +338,279 @@ def test_non_contiguous_gradient_is_read_correctly():
     p.grad = g
     fa.optim.SGD([p], lr=1.0).step()
     np.testing.assert_array_equal(p.value, -g)
+
+
+# --- hyperparameters changed between steps --------------------------------------------
+
+def sgd_trajectory(momenta, dtype=np.float64, seed=2):
+    """Values of one SGD parameter over len(momenta) steps, opt.momentum set before each."""
+    rng = np.random.default_rng(seed)
+    p = fa.Parameter(rng.standard_normal(6).astype(dtype))
+    opt = fa.optim.SGD([p], lr=0.05, momentum=momenta[0])
+    values = []
+    for momentum in momenta:
+        opt.momentum = momentum
+        p.grad = rng.standard_normal(6).astype(dtype)
+        opt.step()
+        values.append(p.value.copy())
+    return values
+
+
+MOMENTA = [0.0] * 30 + [0.9] * 30 + [0.0] * 20 + [0.5] * 20   # 100 steps
+
+
+def test_momentum_set_after_construction_takes_effect():
+    # Written formula: the buffer starts as the first gradient seen with momentum != 0,
+    # keeps its value while momentum is 0 and is used again when momentum returns.
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal(6)
+    buf = None
+    expected = []
+    for momentum in MOMENTA:
+        d = rng.standard_normal(6)
+        if momentum:
+            buf = d if buf is None else momentum * buf + d
+            d = buf
+        p = p - 0.05 * d
+        expected.append(p)
+    np.testing.assert_allclose(sgd_trajectory(MOMENTA), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_momentum_set_after_construction_matches_torch(torch, dtype):
+    rng = np.random.default_rng(2)
+    tp = torch.tensor(rng.standard_normal(6).astype(dtype), requires_grad=True)
+    topt = torch.optim.SGD([tp], lr=0.05, momentum=0.0, foreach=False)
+    theirs = []
+    for momentum in MOMENTA:
+        topt.param_groups[0]["momentum"] = momentum
+        tp.grad = torch.tensor(rng.standard_normal(6).astype(dtype))
+        topt.step()
+        theirs.append(tp.detach().numpy().copy())
+    ours = sgd_trajectory(MOMENTA, dtype)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=64 * eps * np.abs(theirs).max())
+
+
+def test_hyperparameters_read_at_each_step_match_a_fresh_optimizer():
+    # lr, betas, eps and weight_decay changed between steps act like an optimizer built
+    # with them, holding the same state.
+    rng = np.random.default_rng(3)
+    value, grads = rng.standard_normal(5), rng.standard_normal((4, 5))
+    p = fa.Parameter(value)
+    opt = fa.optim.Adam([p], lr=0.01)
+    q = fa.Parameter(value)
+    for k, g in enumerate(grads):
+        config = dict(lr=0.01 * (k + 1), betas=(0.8, 0.99 - 0.01 * k), eps=1e-6 * k,
+                      weight_decay=0.1 * k)
+        for name, setting in config.items():
+            setattr(opt, name, setting)
+        fresh = fa.optim.Adam([q], **config)
+        fresh.exp_avgs, fresh.exp_avg_sqs, fresh.steps = (
+            [opt.exp_avgs[0].copy()], [opt.exp_avg_sqs[0].copy()], list(opt.steps))
+        p.grad, q.grad = g.copy(), g.copy()
+        opt.step()
+        fresh.step()
+        np.testing.assert_array_equal(p.value, q.value)
+
+
+def snapshot(opt):
+    """Copies of everything a failed step must leave alone: values, state, counts."""
+    return copy.deepcopy(({k: v for k, v in vars(opt).items() if k != "params"},
+                          [p.value for p in opt.params], [p._modified_at for p in opt.params]))
+
+
+def assert_unchanged(opt, before):
+    state, values, stamps = before
+    for name, saved in state.items():
+        if name in ("momentum_buffers", "exp_avgs", "exp_avg_sqs", "steps") and saved:
+            for old, new in zip(saved, getattr(opt, name)):
+                np.testing.assert_array_equal(new, old)
+    np.testing.assert_array_equal(opt.steps if hasattr(opt, "steps") else 0,
+                                  state.get("steps", 0))
+    for p, value, stamp in zip(opt.params, values, stamps):
+        np.testing.assert_array_equal(p.value, value)
+        assert p._modified_at == stamp
+
+
+def stepped_optimizer(name, **config):
+    """An optimizer over two parameters, after one step (SGD: lr 0.1 by default)."""
+    params = [fa.Parameter(np.ones(3)), fa.Parameter(np.ones((2, 2)))]
+    if name == "SGD":
+        config = {"lr": 0.1, **config}
+    opt = getattr(fa.optim, name)(params, **config)
+    for p in params:
+        p.grad = np.full(p.shape, 0.5)
+    opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("name, config, attribute, value, error, pattern", [
+    ("SGD", {}, "lr", float("nan"), ValueError, r"SGD: Invalid lr: nan \(must be >= 0\)"),
+    ("SGD", {}, "lr", -0.1, ValueError, r"SGD: Invalid lr: -0.1"),
+    ("SGD", {}, "lr", None, TypeError, r"SGD: lr must be a real number, got None"),
+    ("SGD", {}, "lr", "0.1", TypeError, r"SGD: lr must be a real number, got '0.1'"),
+    ("SGD", {}, "lr", True, TypeError, r"SGD: lr must be a real number"),
+    ("SGD", {}, "lr", 10 ** 400, ValueError, r"SGD: Invalid lr: 1000.*too large"),
+    ("SGD", {}, "momentum", -0.9, ValueError, r"SGD: Invalid momentum: -0.9"),
+    ("SGD", {}, "weight_decay", float("-inf"), ValueError, r"SGD: Invalid weight_decay"),
+    ("SGD", {}, "nesterov", True, ValueError, r"SGD: Nesterov momentum requires"),
+    ("SGD", dict(momentum=0.9), "nesterov", "yes", TypeError,
+     r"SGD: nesterov must be True or False"),
+    ("Adam", {}, "lr", None, TypeError, r"Adam: lr must be a real number, got None"),
+    ("Adam", {}, "betas", (1.0, 0.9), ValueError,
+     r"Adam: Invalid beta parameter at index 0: 1.0 \(must be in \[0, 1\)\)"),
+    ("Adam", {}, "betas", (0.9, float("nan")), ValueError, r"index 1: nan"),
+    ("Adam", {}, "betas", 0.9, TypeError, r"Adam: betas must be a pair"),
+    ("Adam", {}, "betas", (0.9, None), TypeError, r"Adam: betas\[1\] must be a real"),
+    ("Adam", {}, "eps", -1e-8, ValueError, r"Adam: Invalid eps: -1e-08"),
+    ("Adam", {}, "weight_decay", float("nan"), ValueError, r"Adam: Invalid weight_decay"),
+])
+def test_bad_hyperparameter_raises_at_step_before_anything_changes(
+        name, config, attribute, value, error, pattern):
+    opt = stepped_optimizer(name, **config)
+    setattr(opt, attribute, value)
+    for p in opt.params:
+        p.grad = np.full(p.shape, 0.25)
+    before = snapshot(opt)
+    with pytest.raises(error, match=pattern):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
+def test_infinite_hyperparameters_are_accepted_as_in_torch():
+    # PyTorch's constructors accept lr = inf (and so on): IEEE arithmetic follows.
+    p = fa.Parameter(np.ones(2))
+    opt = fa.optim.SGD([p], lr=float("inf"))
+    p.grad = np.array([1.0, 0.0])
+    with np.errstate(invalid="ignore"):
+        opt.step()
+    assert p.value[0] == -np.inf and np.isnan(p.value[1])
+
+
+def test_repr_shows_the_attributes():
+    opt = fa.optim.SGD([fa.Parameter(np.ones(2))], lr=0.1)
+    opt.momentum = 0.9
+    assert repr(opt) == "SGD(1 parameters, lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False)"
+
+
+# --- state buffers replaced by hand: checked in a child, since a kernel writing past a
+# --- buffer would crash the interpreter ---------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_child(code):
+    """Run `code` in a fresh interpreter (a crash fails the test); its stdout."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=HERE, env=os.environ)
+    assert proc.returncode == 0, f"child exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+STATE_CHILD = """
+import numpy as np, fastad as fa
+
+def made(name):
+    p = fa.Parameter(np.linspace(-1, 1, 4096).reshape(64, 64))
+    opt = getattr(fa.optim, name)([p], lr=0.1, **({{"momentum": 0.9}} if name == "SGD" else {{}}))
+    for _ in range(2):
+        p.grad = np.cos(p.value)
+        opt.step()
+    p.grad = np.sin(p.value)
+    return opt, p
+
+opt, p = made({name!r})
+clean, q = made({name!r})
+state = getattr(opt, {attribute!r})
+{change}
+before, stamp, steps = p.value.copy(), p._modified_at, list(getattr(opt, "steps", []))
+try:
+    opt.step()
+except (TypeError, ValueError) as e:
+    assert np.array_equal(p.value, before) and p._modified_at == stamp
+    assert list(getattr(opt, "steps", [])) == steps
+    print(type(e).__name__, e)
+else:
+    clean.step()
+    assert np.array_equal(p.value, q.value), "differs from a clean optimizer"
+    print("stepped")
+"""
+
+BUFFER_CHANGES = [
+    ("state[0] = np.zeros((64, 64), np.float32)",
+     r"TypeError .*{attribute}\[0\] has dtype float32, params\[0\] has dtype float64"),
+    ("state[0] = np.zeros(8)",
+     r"ValueError .*{attribute}\[0\] has shape \(8,\), params\[0\] has shape \(64, 64\)"),
+    ("state[0] = np.zeros(1 << 16)", r"ValueError .*has shape \(65536,\)"),
+    ("state[0] = state[0].tolist()", r"TypeError .*{attribute}\[0\] must be an ndarray, got list"),
+    ("state[0] = None", r"TypeError .*{attribute}\[0\] must be an ndarray, got NoneType"),
+    ("setattr(opt, {attribute!r}, state[0])", r"TypeError .*{attribute} must be a list"),
+    ("setattr(opt, {attribute!r}, [])", r"ValueError .*{attribute} has 0 entries"),
+    ("state[0] = np.asfortranarray(state[0])", "stepped"),
+    ("state[0] = np.ascontiguousarray(state[0][:, ::-1])[:, ::-1]", "stepped"),
+    ("state[0].flags.writeable = False", "stepped"),
+    ("state[0] = np.repeat(state[0], 2, axis=1)[:, ::2]", "stepped"),
+]
+STATE_CASES = ([("SGD", "momentum_buffers", c, r) for c, r in BUFFER_CHANGES]
+               + [("Adam", a, c, r) for a in ("exp_avgs", "exp_avg_sqs")
+                  for c, r in BUFFER_CHANGES]
+               + [("Adam", "steps", "state[0] = -1", r"ValueError .*steps\[0\]: -1"),
+                  ("Adam", "steps", "state[0] = 2.0", r"TypeError .*steps\[0\] must be an int"),
+                  ("Adam", "steps", "state[0] = None", r"TypeError .*steps\[0\] must be an int"),
+                  ("Adam", "steps", "setattr(opt, 'steps', (2,))", "stepped")])
+
+
+@pytest.mark.parametrize("name, attribute, change, expected", STATE_CASES)
+def test_replaced_state_is_checked_at_step(name, attribute, change, expected):
+    change = change.format(attribute=attribute)
+    code = STATE_CHILD.format(name=name, attribute=attribute, change=change)
+    out = run_child(code)
+    assert re.search(expected.format(attribute=attribute), out), out
+    assert name in out or out.strip() == "stepped", out
+
+
+def test_buffer_listed_twice_or_aliasing_a_parameter_is_copied():
+    p, q = fa.Parameter(np.ones(3)), fa.Parameter(np.full(3, 2.0))
+    opt = fa.optim.Adam([p, q], lr=0.1)
+    ref = fa.optim.Adam([fa.Parameter(np.ones(3)), fa.Parameter(np.full(3, 2.0))], lr=0.1)
+    shared = np.zeros(3)
+    opt.exp_avgs = [shared, shared]
+    opt.exp_avg_sqs = [p.value.copy() * 0, q.value]   # q's own array as q's buffer
+    ref.exp_avg_sqs[1][...] = q.value
+    for o in (opt, ref):
+        for param in o.params:
+            param.grad = np.array([1.0, -2.0, 3.0])
+        o.step()
+    for mine, theirs in zip(opt.params, ref.params):
+        np.testing.assert_array_equal(mine.value, theirs.value)
+    # The first listing stays the optimizer's state (updated in place), the second is a copy.
+    assert opt.exp_avgs[0] is shared and opt.exp_avgs[1] is not shared
+    assert opt.exp_avg_sqs[1] is not q.value
+
+
+def test_sgd_buffers_created_when_momentum_is_set():
+    p = fa.Parameter(np.ones(3))
+    opt = fa.optim.SGD([p], lr=0.1)
+    assert opt.momentum_buffers is None
+    p.grad = np.ones(3)
+    opt.step()
+    assert opt.momentum_buffers is None
+    opt.momentum = 0.9
+    opt.step()
+    np.testing.assert_array_equal(opt.momentum_buffers[0], np.ones(3))
+
+
+def test_step_allocates_nothing_after_momentum_is_switched_on():
+    p = fa.Parameter(np.ones((256, 256)))
+    opt = fa.optim.SGD([p], lr=0.1)
+    p.grad = np.ones((256, 256))
+    opt.momentum = 0.9
+    opt.step()
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            opt.step()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
