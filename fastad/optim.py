@@ -1,4 +1,4 @@
-"""Optimizers: SGD and Adam, with PyTorch's update formulas, fused and in place.
+"""Optimizers: SGD, Adam and AdamW, with PyTorch's update formulas, fused and in place.
 
 An optimizer holds a list of parameters (leaf Tensors that require grad). `step()`
 reads each parameter's `.grad` (None: the parameter is skipped) and updates its
@@ -27,7 +27,7 @@ from ._autograd import mark_modified
 from ._checks import writable_in_place
 from ._tensor import Tensor, check_matches
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
 
 # --- checks of single values: (owner, name, value) -> value as a plain Python object ---
@@ -290,6 +290,8 @@ class Adam(Optimizer):
                        "weight_decay": _nonnegative}
     buffers = {"exp_avg": "exp_avgs", "exp_avg_sq": "exp_avg_sqs"}
     counts = {"step": "steps"}
+    decoupled_weight_decay = False
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
@@ -299,6 +301,19 @@ class Adam(Optimizer):
         self.steps[i] = t = self.steps[i] + 1
         step_size = lr / (1 - beta1 ** t)
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
+        l2, param_scale = ((0.0, 1 - lr * weight_decay) if self.decoupled_weight_decay
+                           else (weight_decay, 1.0))
         K.adam_step(value, grad, self.exp_avgs[i], self.exp_avg_sqs[i], beta1, beta2,
-                    step_size, bias_correction2_sqrt, options["eps"], weight_decay)
+                    step_size, bias_correction2_sqrt, options["eps"], l2, param_scale)
 
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as torch.optim.AdamW (amsgrad off).
+
+    p *= 1 - lr * weight_decay, then Adam's update with d = grad (no L2 term).
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -1,4 +1,4 @@
-"""fa.optim: SGD and Adam against PyTorch, against the written formulas, and their
+"""fa.optim: SGD, Adam and AdamW against PyTorch, against the written formulas, and their
 contract (skipped None grads, in-place updates without allocation, version bumps, bad
 input, hyperparameters and state checked at every step).
 """
@@ -37,7 +37,14 @@ ADAM_CONFIGS = [
     dict(lr=0.01, weight_decay=0.1),
     dict(lr=0.03, betas=(0.7, 0.95), eps=1e-6, weight_decay=0.05),
 ]
-CASES = ([("SGD", c) for c in SGD_CONFIGS] + [("Adam", c) for c in ADAM_CONFIGS])
+ADAMW_CONFIGS = [
+    dict(),
+    dict(lr=0.01, weight_decay=0.0),
+    dict(lr=0.01, betas=(0.5, 0.9), weight_decay=0.1),
+    dict(lr=0.03, betas=(0.7, 0.95), eps=1e-6, weight_decay=0.05),
+]
+CASES = ([("SGD", c) for c in SGD_CONFIGS] + [("Adam", c) for c in ADAM_CONFIGS]
+         + [("AdamW", c) for c in ADAMW_CONFIGS])
 CASE_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in c.items()) or 'defaults'}"
             for name, c in CASES]
 
@@ -96,7 +103,7 @@ def test_matches_torch(name, config, dtype):
         state = topt.state[tp]
         if name == "SGD" and config.get("momentum"):
             close(opt.momentum_buffers[i], state["momentum_buffer"])
-        if name == "Adam":
+        if name in ("Adam", "AdamW"):
             close(opt.exp_avgs[i], state["exp_avg"])
             close(opt.exp_avg_sqs[i], state["exp_avg_sq"])
             assert opt.steps[i] == int(state["step"])
@@ -129,7 +136,20 @@ def adam_reference(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay
     return p
 
 
-REFERENCES = {"SGD": sgd_reference, "Adam": adam_reference}
+def adamw_reference(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    """torch.optim.AdamW's documented algorithm (amsgrad off), in float64."""
+    b1, b2 = betas
+    m = v = 0.0
+    for t, g in enumerate(grads, start=1):
+        p = p * (1 - lr * weight_decay)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p
+
+
+REFERENCES = {"SGD": sgd_reference, "Adam": adam_reference, "AdamW": adamw_reference}
 
 
 @pytest.mark.parametrize("name, config", CASES, ids=CASE_IDS)
@@ -340,6 +360,17 @@ def test_non_contiguous_gradient_is_read_correctly():
     np.testing.assert_array_equal(p.value, -g)
 
 
+def test_adamw_by_hand(dtype):
+    # Decoupled decay first shrinks p to 1 - 0.1 * 0.1 = 0.99, then Adam's first step
+    # moves it by lr against the gradient's sign: 0.99 + 0.1 (L2 Adam would give 0.9).
+    p = fa.Parameter(np.array([1.0], dtype))
+    after = steps(fa.optim.AdamW([p], lr=0.1, eps=0.0, weight_decay=0.1), p, [[-0.05]])
+    np.testing.assert_allclose(after[0], [1.09], rtol=1e-6)
+    q = fa.Parameter(np.array([1.0], dtype))
+    opt = fa.optim.AdamW([q])
+    assert (opt.lr, opt.betas, opt.eps, opt.weight_decay) == (1e-3, (0.9, 0.999), 1e-8, 1e-2)
+
+
 # --- hyperparameters changed between steps --------------------------------------------
 
 def sgd_trajectory(momenta, dtype=np.float64, seed=2):
@@ -464,6 +495,7 @@ def stepped_optimizer(name, **config):
     ("Adam", {}, "betas", (0.9, None), TypeError, r"Adam: betas\[1\] must be a real"),
     ("Adam", {}, "eps", -1e-8, ValueError, r"Adam: Invalid eps: -1e-08"),
     ("Adam", {}, "weight_decay", float("nan"), ValueError, r"Adam: Invalid weight_decay"),
+    ("AdamW", {}, "weight_decay", float("nan"), ValueError, r"AdamW: Invalid weight_decay"),
 ])
 def test_bad_hyperparameter_raises_at_step_before_anything_changes(
         name, config, attribute, value, error, pattern):
