@@ -16,6 +16,12 @@ right shape and dtype that the kernels cannot write in place on their own (read-
 strided, misaligned, a view, or an array already in use as another buffer or as a
 parameter's value or gradient) is replaced by a copy. State arrays are allocated
 at construction or at the first step that needs them, so later steps allocate none.
+
+`state_dict()` / `load_state_dict()` use torch.optim's layout, with plain Python
+numbers and ndarrays:
+`{"state": {0: {"momentum_buffer": array}, ...}, "param_groups": [{"lr": 0.1, ...,
+"params": [0, 1, ...]}]}` (Adam and AdamW: `{"step": int, "exp_avg": array,
+"exp_avg_sq": array}` per parameter).
 """
 import math
 import numbers
@@ -24,7 +30,7 @@ import numpy as np
 
 from . import _optim as K
 from ._autograd import mark_modified
-from ._checks import writable_in_place
+from ._checks import key_problems, writable_in_place
 from ._tensor import Tensor, check_matches
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
@@ -88,7 +94,7 @@ def _owned_and_writable(array):
 
 
 class Optimizer:
-    """Base class: the parameters, and the checks shared by all optimizers.
+    """Base class: the parameters, and the checks and state_dict shared by all optimizers.
 
     A subclass lists its hyperparameters (`hyperparameters`: attribute -> check), its
     per-parameter state arrays (`buffers`: state_dict key -> attribute) and counts
@@ -142,6 +148,38 @@ class Optimizer:
         for i, p, grad in ready:
             self._update(i, p.value, grad, options)
             mark_modified(p)
+
+    def state_dict(self):
+        """Hyperparameters and state in torch.optim's layout, as copies (later steps do
+        not change the returned dict): `{"state": {index: {key: value}},
+        "param_groups": [{hyperparameter: value, "params": [0, 1, ...]}]}`."""
+        options = self._current_options()
+        state = self._checked_state()
+        entries = {}
+        if state:
+            for i in range(len(self.params)):
+                entry = {key: state[attr][i] for key, attr in self.counts.items()}
+                entry.update((key, state[attr][i].copy()) for key, attr in self.buffers.items())
+                entries[i] = entry
+        return {"state": entries,
+                "param_groups": [{**options, "params": list(range(len(self.params)))}]}
+
+    def load_state_dict(self, state_dict):
+        """Load hyperparameters and state saved by `state_dict()` (or `fa.save`d and
+        `fa.load`ed: lists for tuples are fine), copying its arrays.
+
+        Everything is checked first (keys, the parameter count, each array's shape and
+        dtype against its parameter, the hyperparameters' values); a mismatch raises
+        ValueError or TypeError and changes nothing. `state_dict` itself is not changed.
+        A parameter missing from "state" starts from fresh state, as in PyTorch.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        group = self._loaded_group(state_dict, owner)
+        options = self._checked_options({k: group[k] for k in self.hyperparameters},
+                                        f"{owner}: param_groups[0]")
+        state = (self._loaded_state(state_dict["state"], owner)
+                 or self._initial_state(options))
+        self._assign({**options, **state})
 
     def _assign(self, attributes):
         for name, value in attributes.items():
@@ -224,6 +262,60 @@ class Optimizer:
         if buffer.shape != self._shapes[i]:
             raise ValueError(f"{what} has shape {buffer.shape}, params[{i}] has shape "
                              f"{self._shapes[i]}")
+
+    # --- load_state_dict ----------------------------------------------------------------
+    def _loaded_group(self, state_dict, owner):
+        """The one parameter group of `state_dict`, its keys and "params" checked."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{owner}: expected a dict, got {type(state_dict).__name__}")
+        problems = key_problems(["state", "param_groups"], state_dict)
+        if problems:
+            raise ValueError(f"{owner}: {problems}")
+        groups = state_dict["param_groups"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != 1:
+            raise ValueError(f"{owner}: param_groups must be a list of one group (fastad "
+                             f"optimizers have one), got {groups!r}")
+        group = groups[0]
+        if not isinstance(group, dict):
+            raise TypeError(f"{owner}: param_groups[0] must be a dict, "
+                            f"got {type(group).__name__}")
+        problems = key_problems([*self.hyperparameters, "params"], group)
+        if problems:
+            raise ValueError(f"{owner}: param_groups[0]: {problems}")
+        indices, n = group["params"], len(self.params)
+        if not isinstance(indices, (list, tuple)) or list(indices) != list(range(n)):
+            raise ValueError(f"{owner}: param_groups[0]['params'] is {indices!r}, this "
+                             f"optimizer has {n} parameters ({list(range(n))})")
+        return group
+
+    def _loaded_state(self, entries, owner):
+        """Copies of the per-parameter state in `entries` ({} if empty), fresh state
+        for the parameters it leaves out."""
+        if not isinstance(entries, dict):
+            raise TypeError(f"{owner}: state must be a dict, got {type(entries).__name__}")
+        n = len(self.params)
+        bad = [k for k in entries if isinstance(k, (bool, np.bool_))
+               or not isinstance(k, numbers.Integral) or not 0 <= k < n]
+        if bad:
+            raise ValueError(f"{owner}: state has key(s) {', '.join(map(repr, bad))}; "
+                             f"expected parameter indices 0..{n - 1}")
+        if not entries:
+            return {}
+        keys = [*self.counts, *self.buffers]
+        state = self._zero_state()
+        for index, entry in entries.items():
+            i, where = int(index), f"{owner}: state[{index!r}]"
+            if not isinstance(entry, dict):
+                raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+            problems = key_problems(keys, entry)
+            if problems:
+                raise ValueError(f"{where}: {problems}")
+            for key, attr in self.counts.items():
+                state[attr][i] = _count(where, repr(key), entry[key])
+            for key, attr in self.buffers.items():
+                self._check_buffer(f"{where}[{key!r}]", i, entry[key])
+                state[attr][i] = np.array(entry[key], order="C")
+        return state
 
     # --- the update ---------------------------------------------------------------------
     def _grad(self, i, p):

@@ -1,6 +1,9 @@
 """fa.optim: SGD, Adam and AdamW against PyTorch, against the written formulas, and their
 contract (skipped None grads, in-place updates without allocation, version bumps, bad
-input, hyperparameters and state checked at every step).
+input, hyperparameters and state checked at every step, state_dict round trips).
+
+Run as a script (`python tests/test_optim.py`), this file is the child process of the
+optimizer-state campaign at its end.
 """
 import copy
 import os
@@ -646,3 +649,468 @@ def test_step_allocates_nothing_after_momentum_is_switched_on():
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024
+
+
+# --- state_dict ----------------------------------------------------------------------
+
+def test_state_dict_layout_is_torch_s():
+    opt = stepped_optimizer("SGD", lr=0.1, momentum=0.9, nesterov=True)
+    state = opt.state_dict()
+    assert state["param_groups"] == [dict(lr=0.1, momentum=0.9, weight_decay=0.0,
+                                          nesterov=True, params=[0, 1])]
+    assert list(state["state"]) == [0, 1]
+    assert list(state["state"][1]) == ["momentum_buffer"]
+    np.testing.assert_array_equal(state["state"][1]["momentum_buffer"], np.full((2, 2), 0.5))
+
+    opt = stepped_optimizer("AdamW", betas=(0.8, 0.9))
+    state = opt.state_dict()
+    assert state["param_groups"] == [dict(lr=1e-3, betas=(0.8, 0.9), eps=1e-8,
+                                          weight_decay=1e-2, params=[0, 1])]
+    entry = state["state"][0]
+    assert list(entry) == ["step", "exp_avg", "exp_avg_sq"] and entry["step"] == 1
+    assert type(entry["step"]) is int and entry["exp_avg"].shape == (3,)
+
+    assert fa.optim.SGD([fa.Parameter(np.ones(2))], lr=1).state_dict()["state"] == {}
+
+
+def test_state_dict_matches_torch(torch):
+    initial, grads = problem(np.float64)
+    params, opt = run_fastad("Adam", dict(lr=0.01), initial, grads[:3])
+    tparams = [torch.tensor(v.copy(), requires_grad=True) for v in initial]
+    topt = torch.optim.Adam(tparams, lr=0.01, foreach=False)
+    for step_grads in grads[:3]:
+        for p, g in zip(tparams, step_grads):
+            p.grad = None if g is None else torch.tensor(g)
+        topt.step()
+    ours, theirs = opt.state_dict(), topt.state_dict()
+    assert ours["state"].keys() == theirs["state"].keys()
+    for i, entry in ours["state"].items():
+        assert entry.keys() == theirs["state"][i].keys()
+        assert entry["step"] == int(theirs["state"][i]["step"])
+    assert set(ours["param_groups"][0]) <= set(theirs["param_groups"][0])
+    for key, value in ours["param_groups"][0].items():
+        assert value == theirs["param_groups"][0][key]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_state_dict_is_not_changed_by_later_steps(name):
+    opt = stepped_optimizer(name, lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    state = opt.state_dict()
+    saved = copy.deepcopy(state)
+    opt.lr = 0.5
+    for _ in range(2):
+        opt.step()
+    for i, entry in saved["state"].items():
+        for key, value in entry.items():
+            np.testing.assert_array_equal(state["state"][i][key], value)
+    assert state["param_groups"] == saved["param_groups"]
+
+
+RESUME = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+          ("Adam", dict(lr=0.01, weight_decay=0.01)),
+          ("AdamW", dict(lr=0.01, betas=(0.8, 0.99)))]
+
+
+def train(model, opt, batches):
+    for x, y in batches:
+        opt.zero_grad()
+        fa.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def make_model_of(dtype, rng):
+    return fa.nn.Sequential(fa.nn.Linear(4, 8, dtype=dtype, rng=rng), fa.nn.Tanh(),
+                            fa.nn.Linear(8, 3, dtype=dtype, rng=rng + 1))
+
+
+@pytest.mark.parametrize("name, config", RESUME, ids=[n for n, _ in RESUME])
+def test_resuming_from_state_dicts_is_bit_for_bit(name, config, dtype):
+    rng = np.random.default_rng(5)
+    batches = [(rng.standard_normal((6, 4)).astype(dtype), rng.integers(0, 3, 6))
+               for _ in range(12)]
+    make = getattr(fa.optim, name)
+
+    model = make_model_of(dtype, 0)
+    opt = make(model.parameters(), **config)
+    train(model, opt, batches)                               # 12 steps straight
+
+    first = make_model_of(dtype, 0)
+    first_opt = make(first.parameters(), **config)
+    train(first, first_opt, batches[:7])
+    checkpoint = copy.deepcopy({"model": first.state_dict(), "optim": first_opt.state_dict()})
+    train(first, first_opt, batches[7:9])                     # diverges from the checkpoint
+
+    resumed = make_model_of(dtype, 99)                        # other weights, fresh state
+    resumed_opt = make(resumed.parameters(), lr=0.5)
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_opt.load_state_dict(checkpoint["optim"])
+    train(resumed, resumed_opt, batches[7:])                  # 5 more steps
+    for mine, theirs in zip(resumed.parameters(), model.parameters()):
+        np.testing.assert_array_equal(mine.value, theirs.value)
+    assert_same_state(resumed_opt.state_dict(), opt.state_dict())
+
+
+def assert_same_state(a, b):
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for i, entry in a["state"].items():
+        assert entry.keys() == b["state"][i].keys()
+        for key, value in entry.items():
+            np.testing.assert_array_equal(value, b["state"][i][key])
+
+
+def test_load_state_dict_copies_and_leaves_its_argument_alone():
+    source = stepped_optimizer("Adam")
+    state = source.state_dict()
+    saved = copy.deepcopy(state)
+    target = stepped_optimizer("Adam", lr=0.5)
+    target.load_state_dict(state)
+    assert target.lr == 1e-3
+    for p in target.params:
+        p.grad = np.ones(p.shape)
+    target.step()
+    assert target.steps == [2, 2]
+    assert_same_state(state, saved)
+    assert all(target.exp_avgs[i] is not state["state"][i]["exp_avg"] for i in range(2))
+
+
+def test_load_state_dict_accepts_lists_and_missing_entries():
+    # fa.save turns tuples into lists; a parameter left out of "state" starts fresh.
+    opt = stepped_optimizer("Adam")
+    state = opt.state_dict()
+    state["param_groups"][0]["betas"] = [0.5, 0.6]
+    del state["state"][1]
+    opt.load_state_dict(state)
+    assert opt.betas == (0.5, 0.6) and opt.steps == [1, 0]
+    np.testing.assert_array_equal(opt.exp_avgs[1], np.zeros((2, 2)))
+    sgd = stepped_optimizer("SGD", lr=0.1, momentum=0.9)
+    sgd.load_state_dict({"state": {}, "param_groups": [dict(lr=0.1, momentum=0.0,
+                                                            weight_decay=0.0, nesterov=False,
+                                                            params=[0, 1])]})
+    assert sgd.momentum_buffers is None and sgd.momentum == 0.0
+
+
+def broken(name, change):
+    state = stepped_optimizer(name, lr=0.1).state_dict()
+    change(state)
+    return state
+
+
+def group(state):
+    return state["param_groups"][0]
+
+
+@pytest.mark.parametrize("name, change, error, pattern", [
+    ("Adam", lambda s: s.pop("state"), ValueError, r"missing key\(s\): 'state'"),
+    ("Adam", lambda s: s.update(extra=1), ValueError, r"unexpected key\(s\): 'extra'"),
+    ("Adam", lambda s: s["param_groups"].append({}), ValueError, r"a list of one group"),
+    ("Adam", lambda s: group(s).update(params=[0, 1, 2]), ValueError,
+     r"\['params'\] is \[0, 1, 2\], this optimizer has 2 parameters"),
+    ("Adam", lambda s: group(s).update(params=[0]), ValueError, r"has 2 parameters"),
+    ("Adam", lambda s: group(s).pop("eps"), ValueError, r"missing key\(s\): 'eps'"),
+    ("Adam", lambda s: group(s).update(amsgrad=True), ValueError, r"unexpected.*'amsgrad'"),
+    ("Adam", lambda s: group(s).update(lr=float("nan")), ValueError,
+     r"Adam.load_state_dict: param_groups\[0\]: Invalid lr: nan"),
+    ("Adam", lambda s: group(s).update(betas=(0.9,)), TypeError, r"betas must be a pair"),
+    ("SGD", lambda s: group(s).update(nesterov=True), ValueError, r"Nesterov"),
+    ("Adam", lambda s: s["state"].update({2: s["state"][0]}), ValueError,
+     r"state has key\(s\) 2; expected parameter indices 0..1"),
+    ("Adam", lambda s: s["state"].update({"0": s["state"].pop(0)}), ValueError,
+     r"state has key\(s\) '0'"),
+    ("Adam", lambda s: s["state"][1].pop("step"), ValueError,
+     r"state\[1\]: missing key\(s\): 'step'"),
+    ("Adam", lambda s: s["state"][1].update(step=-2), ValueError, r"Invalid 'step': -2"),
+    ("Adam", lambda s: s["state"][1].update(exp_avg=np.zeros((2, 2), np.float32)), TypeError,
+     r"state\[1\]\['exp_avg'\] has dtype float32, params\[1\] has dtype float64"),
+    ("Adam", lambda s: s["state"][1].update(exp_avg_sq=np.zeros(4)), ValueError,
+     r"state\[1\]\['exp_avg_sq'\] has shape \(4,\), params\[1\] has shape \(2, 2\)"),
+    ("Adam", lambda s: s["state"][1].update(exp_avg=None), TypeError, r"must be an ndarray"),
+])
+def test_load_state_dict_checks_everything_before_changing_anything(
+        name, change, error, pattern):
+    opt = stepped_optimizer(name, lr=0.3, **({"momentum": 0.9} if name == "SGD" else {}))
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(error, match=pattern):
+        opt.load_state_dict(broken(name, change))
+    assert_same_state(opt.state_dict(), before)
+
+
+# --- the optimizer-state campaign ------------------------------------------------------
+
+CAMPAIGN_CASES = 400
+
+
+def test_optimizer_state_campaign():
+    """Random corruptions of hyperparameters, state, values and gradients (in a child):
+    each either raises ValueError/TypeError changing nothing, or steps exactly as a clean
+    optimizer holding the same valid state."""
+    proc = subprocess.run([sys.executable, __file__, str(CAMPAIGN_CASES)], capture_output=True,
+                          text=True, timeout=600, cwd=HERE, env=os.environ)
+    report = f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, report
+    counts = dict(re.findall(r"(\w+): (\d+)", proc.stdout))
+    assert int(counts["cases"]) == CAMPAIGN_CASES, report
+    assert int(counts["raised"]) > 50 and int(counts["stepped"]) > 50, report
+
+
+# ====================================================================================
+# The campaign's child process: `python tests/test_optim.py N` runs N cases.
+# ====================================================================================
+
+NAN, INF = float("nan"), float("inf")
+# Hyperparameter values with whether they are valid (PyTorch accepts inf; fastad also
+# refuses NaN, non-numbers and bools).
+NUMBERS = [(0.0, True), (0.3, True), (np.float32(0.01), True), (2, True), (INF, True),
+           (NAN, False), (-1e-3, False), (-INF, False), (None, False), ("0.1", False),
+           (True, False), (10 ** 400, False), (np.array(0.1), False), (1j, False)]
+BETAS = [((0.0, 0.5), True), ([0.5, 0.9], True), ((np.float32(0.9), 0.999), True),
+         ((0, 0), True), ((1.0, 0.5), False), ((0.5, 1.0), False), ((-0.1, 0.5), False),
+         ((NAN, 0.9), False), ((0.9,), False), (0.9, False), (None, False), ("ab", False),
+         ((0.9, None), False), ((0.9, 0.99, 0.1), False)]
+FLAGS = [(True, True), (False, True), (np.bool_(True), True), (1, False), ("yes", False),
+         (None, False)]
+HYPER_VALUES = {"lr": NUMBERS, "momentum": NUMBERS, "weight_decay": NUMBERS, "eps": NUMBERS,
+                "betas": BETAS, "nesterov": FLAGS}
+
+
+def campaign_optimizer(rng, dtype):
+    """A random valid optimizer over 1-3 parameters of random shapes, after 0-2 steps."""
+    name = str(rng.choice(["SGD", "Adam", "AdamW"]))
+    shapes = [tuple(int(n) for n in rng.integers(0, 5, rng.integers(0, 3)))
+              for _ in range(rng.integers(1, 4))]
+    params = [fa.Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
+    if name == "SGD":
+        momentum = float(rng.choice([0.0, 0.9]))
+        config = dict(lr=0.1, momentum=momentum, weight_decay=float(rng.choice([0.0, 0.01])),
+                      nesterov=bool(momentum and rng.random() < 0.5))
+    else:
+        config = dict(lr=0.01, betas=(0.8, 0.99), weight_decay=float(rng.choice([0.0, 0.1])))
+    opt = getattr(fa.optim, name)(params, **config)
+    for _ in range(rng.integers(0, 3)):
+        give_grads(rng, opt)
+        opt.step()
+    return opt
+
+
+def give_grads(rng, opt):
+    for p in opt.params:
+        p.grad = rng.standard_normal(p.shape).astype(p.dtype) if rng.random() < 0.8 else None
+
+
+def twin_of(opt):
+    """A clean optimizer with copies of `opt`'s parameters, gradients and state."""
+    params = [fa.Parameter(p.value) for p in opt.params]
+    for mine, theirs in zip(params, opt.params):
+        mine.grad = None if theirs.grad is None else theirs.grad.copy()
+    twin = type(opt)(params, **{k: getattr(opt, k) for k in opt.hyperparameters})
+    twin.load_state_dict(opt.state_dict())
+    return twin
+
+
+class Case:
+    """One campaign case: the optimizer under test, its clean twin, and what was changed.
+
+    `verdicts` maps what a change touched to whether the result is valid (a later change
+    of the same thing replaces the verdict); `bad_values` are parameters whose `.value`
+    no step may use, so they are fine only while their `.grad` is None.
+    """
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.opt = campaign_optimizer(rng, np.dtype(rng.choice([np.float32, np.float64])))
+        give_grads(rng, self.opt)
+        self.twin = twin_of(self.opt)
+        self.verdicts, self.bad_values = {}, set()
+
+    def valid(self):
+        opt = self.opt
+        if (self.verdicts.get("nesterov", True) and self.verdicts.get("momentum", True)
+                and getattr(opt, "nesterov", False) and float(opt.momentum) == 0):
+            return False
+        return (all(self.verdicts.values())
+                and all(opt.params[i].grad is None for i in self.bad_values))
+
+    def pick(self, options):
+        return options[self.rng.integers(len(options))]
+
+    def change_hyperparameter(self):
+        name = str(self.rng.choice(list(self.opt.hyperparameters)))
+        value, valid = self.pick(HYPER_VALUES[name])
+        setattr(self.opt, name, value)
+        if valid:
+            setattr(self.twin, name, value)
+        self.verdicts[name] = valid
+
+    def change_buffer(self):
+        opt, twin, rng = self.opt, self.twin, self.rng
+        attributes = [a for a in opt.buffers.values() if getattr(opt, a) is not None]
+        if not attributes:
+            return self.change_hyperparameter()
+        attribute = str(rng.choice(attributes))
+        buffers = list(getattr(opt, attribute))
+        i = int(rng.integers(len(buffers)))
+        kind = rng.integers(8)
+        if kind == 2:  # the whole list replaced
+            value = self.pick([None, 3, buffers[i], tuple(buffers) * 2])
+            setattr(opt, attribute, value)
+            # SGD without buffers makes fresh ones, like a new optimizer.
+            self.verdicts[attribute] = value is None and isinstance(opt, fa.optim.SGD)
+            if self.verdicts[attribute]:
+                setattr(twin, attribute, None)
+            return
+        if kind == 0:
+            buffers[i] = bad_array(rng, buffers[i])
+        elif kind == 1:
+            buffers[i] = self.pick([None, 0.0, "x", buffers[i].tolist()])
+        elif kind == 3:
+            buffers = buffers[:-1] if rng.random() < 0.5 else buffers + buffers[:1]
+        elif kind == 4:
+            buffers[i] = relaid(rng, buffers[i])
+        elif kind == 5:
+            buffers = tuple(buffers)
+        elif kind == 6:  # the same array listed twice
+            j = int(rng.integers(len(buffers)))
+            if opt.params[j].shape == opt.params[i].shape:
+                getattr(twin, attribute)[i][...] = buffers[j]
+                buffers[i] = buffers[j]
+        else:
+            buffers[i] = buffers[i].copy()
+            buffers[i].flags.writeable = False
+        setattr(opt, attribute, buffers)
+        self.verdicts[attribute] = self.verdicts.get(attribute, True) and kind >= 4
+
+    def change_steps(self):
+        if not hasattr(self.opt, "steps"):
+            return self.change_buffer()
+        i = int(self.rng.integers(len(self.opt.steps)))
+        value, valid = self.pick([(-1, False), (2.0, False), (None, False), (True, False),
+                                  ("3", False), (np.int64(5), True), (7, True),
+                                  (10 ** 30, True)])
+        self.opt.steps[i] = value
+        if valid:
+            self.twin.steps[i] = int(value)
+        self.verdicts[f"steps[{i}]"] = valid
+
+    def change_parameter(self):
+        rng = self.rng
+        i = int(rng.integers(len(self.opt.params)))
+        p, q = self.opt.params[i], self.twin.params[i]
+        kind = rng.integers(6)
+        if kind == 0:
+            p.value = bad_array(rng, p.value)
+            self.bad_values.add(i)
+        elif kind == 1:
+            shape = p.shape
+            p.value = LAYOUTS[str(rng.choice(["fortran", "strided", "read-only"]))](p.value)
+            if not (p.value.flags.c_contiguous and p.value.flags.writeable
+                    and p.shape == shape):  # np.asfortranarray makes 0-d arrays 1-d
+                self.bad_values.add(i)
+        elif kind == 2:
+            p.grad = bad_array(rng, p.value)
+            self.verdicts[f"grad[{i}]"] = False
+        elif kind == 3:
+            p.grad = self.pick([0.5, "g", p.value.tolist()])
+            self.verdicts[f"grad[{i}]"] = False
+        elif kind == 4:
+            g = rng.standard_normal(p.shape).astype(p.dtype)
+            p.grad, q.grad = relaid(rng, g), g
+            self.verdicts[f"grad[{i}]"] = True
+        else:
+            p.grad = q.grad = None
+            self.verdicts[f"grad[{i}]"] = True
+
+
+def bad_array(rng, a):
+    """An ndarray that is not of a's dtype or shape."""
+    if not isinstance(a, np.ndarray):  # already replaced by something else
+        return np.zeros((7, 7, 7))      # no parameter has this shape
+    kind = rng.integers(4)
+    if kind == 0:
+        return a.astype(np.float32 if a.dtype == np.float64 else np.float64)
+    if kind == 1:
+        return np.zeros(a.size + 1, a.dtype)
+    if kind == 2:
+        return a.astype(a.dtype.newbyteorder())
+    return np.zeros(a.shape + (2,), a.dtype)
+
+
+def relaid(rng, a):
+    """`a` in a random layout the optimizer must accept (all but byte-swapped)."""
+    if not isinstance(a, np.ndarray):
+        return a
+    layout = rng.choice(["C", "fortran", "strided", "negative-strides", "read-only",
+                         "misaligned"])
+    return LAYOUTS[str(layout)](a).reshape(a.shape)  # asfortranarray makes 0-d arrays 1-d
+CHANGES = [Case.change_hyperparameter, Case.change_buffer, Case.change_steps,
+           Case.change_parameter]
+
+
+def state_of(opt):
+    """Everything a step may change: values, stamps, state (deep copies)."""
+    return copy.deepcopy(([p.value for p in opt.params], [p._modified_at for p in opt.params],
+                          {k: getattr(opt, k) for k in opt._state_attributes()}))
+
+
+def assert_same(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        np.testing.assert_array_equal(a, b, strict=True)
+    else:
+        assert a == b or (a != a and b != b), (a, b)
+
+
+def run_case(rng):
+    """One case; returns 'raised' or 'stepped'."""
+    case = Case(rng)
+    opt, twin = case.opt, case.twin
+    for k in rng.integers(len(CHANGES), size=rng.integers(1, 3)):
+        CHANGES[k](case)
+    valid = case.valid()
+    before = state_of(opt)
+    try:
+        with np.errstate(all="ignore"):
+            opt.step()
+    except (TypeError, ValueError) as error:
+        assert not valid, f"a valid change raised {error!r}"
+        assert type(opt).__name__ in str(error), error
+        values, stamps, state = before
+        assert_same([p.value for p in opt.params], values)
+        assert [p._modified_at for p in opt.params] == stamps
+        assert_same({k: getattr(opt, k) for k in opt._state_attributes()}, state)
+        return "raised"
+    assert valid, f"an invalid change stepped: {case.verdicts}, {case.bad_values}"
+    with np.errstate(all="ignore"):
+        twin.step()
+    # A replaced .value with no .grad is left alone; the others step as the twin's.
+    assert_same([p.value for p in opt.params],
+                [before[0][i] if i in case.bad_values else q.value
+                 for i, q in enumerate(twin.params)])
+    assert_same({k: getattr(opt, k) for k in opt._state_attributes()},
+                {k: getattr(twin, k) for k in twin._state_attributes()})
+    return "stepped"
+
+
+def campaign(n):
+    sys.path.insert(0, HERE)
+    global LAYOUTS
+    from _layouts import LAYOUTS
+    counts = {"raised": 0, "stepped": 0}
+    for case in range(n):
+        rng = np.random.default_rng(case)
+        try:
+            counts[run_case(rng)] += 1
+        except Exception:
+            print(f"case {case} (np.random.default_rng({case})) failed:")
+            raise
+    print(f"cases: {n}, raised: {counts['raised']}, stepped: {counts['stepped']}")
+
+
+if __name__ == "__main__":
+    campaign(int(sys.argv[1]))
