@@ -39,6 +39,8 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 # --- checks of single values: (owner, name, value) -> value as a plain Python object ---
 
 def _real(owner, name, value):
+    if type(value) is float:  # the common case, without the slower checks below
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
     try:
@@ -66,12 +68,16 @@ def _betas(owner, name, value):
 
 
 def _flag(owner, name, value):
-    if not isinstance(value, (bool, np.bool_)):
+    if value is True or value is False:
+        return value
+    if not isinstance(value, np.bool_):
         raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
     return bool(value)
 
 
 def _count(owner, name, value):
+    if type(value) is int and value >= 0:  # the common case
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
     if value < 0:
@@ -238,30 +244,33 @@ class Optimizer:
 
     def _checked_counts(self, owner, attr, counts):
         _sequence(owner, attr, counts, len(self.params))
-        checked = [_count(owner, f"{attr}[{i}]", c) for i, c in enumerate(counts)]
-        return counts if type(counts) is list and all(type(c) is int for c in counts) \
-            else checked
+        if type(counts) is list and all(type(c) is int and c >= 0 for c in counts):
+            return counts
+        return [_count(owner, f"{attr}[{i}]", c) for i, c in enumerate(counts)]
 
     def _checked_buffers(self, owner, attr, buffers, taken):
         _sequence(owner, attr, buffers, len(self.params))
-        checked = []
+        checked, name = [], attr + "[{}]"
         for i, buffer in enumerate(buffers):
-            self._check_buffer(f"{owner}: {attr}[{i}]", i, buffer)
+            self._check_buffer(owner, name, i, buffer)
             if id(buffer) in taken or not _owned_and_writable(buffer):
                 buffer = np.array(buffer, order="C")
             taken.add(id(buffer))
             checked.append(buffer)
         return buffers if all(c is b for c, b in zip(checked, buffers)) else checked
 
-    def _check_buffer(self, what, i, buffer):
+    def _check_buffer(self, owner, name, i, buffer):
+        """Raise unless `buffer` is an ndarray of params[i]'s dtype and shape; errors say
+        f"{owner}: {name.format(i)}" (formatted only then: this runs at every step)."""
         if not isinstance(buffer, np.ndarray):
-            raise TypeError(f"{what} must be an ndarray, got {type(buffer).__name__}")
+            raise TypeError(f"{owner}: {name.format(i)} must be an ndarray, "
+                            f"got {type(buffer).__name__}")
         if buffer.dtype != self._dtypes[i]:
-            raise TypeError(f"{what} has dtype {buffer.dtype}, params[{i}] has dtype "
-                            f"{self._dtypes[i]}")
+            raise TypeError(f"{owner}: {name.format(i)} has dtype {buffer.dtype}, "
+                            f"params[{i}] has dtype {self._dtypes[i]}")
         if buffer.shape != self._shapes[i]:
-            raise ValueError(f"{what} has shape {buffer.shape}, params[{i}] has shape "
-                             f"{self._shapes[i]}")
+            raise ValueError(f"{owner}: {name.format(i)} has shape {buffer.shape}, "
+                             f"params[{i}] has shape {self._shapes[i]}")
 
     # --- load_state_dict ----------------------------------------------------------------
     def _loaded_group(self, state_dict, owner):
@@ -313,7 +322,7 @@ class Optimizer:
             for key, attr in self.counts.items():
                 state[attr][i] = _count(where, repr(key), entry[key])
             for key, attr in self.buffers.items():
-                self._check_buffer(f"{where}[{key!r}]", i, entry[key])
+                self._check_buffer(owner, f"state[{index!r}][{key!r}]", i, entry[key])
                 state[attr][i] = np.array(entry[key], order="C")
         return state
 
