@@ -385,6 +385,7 @@ class Adam(Optimizer):
     d = grad + weight_decay * p; m = beta1 * m + (1 - beta1) * d;
     v = beta2 * v + (1 - beta2) * d * d; with t the parameter's own step count,
     p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps).
+    State, one entry per parameter: `exp_avgs` (m), `exp_avg_sqs` (v), `steps` (t).
     """
 
     hyperparameters = {"lr": _nonnegative, "betas": _betas, "eps": _nonnegative,
