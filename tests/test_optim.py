@@ -2,8 +2,8 @@
 contract (skipped None grads, in-place updates without allocation, version bumps, bad
 input, hyperparameters and state checked at every step, state_dict round trips).
 
-Run as a script (`python tests/test_optim.py`), this file is the child process of the
-optimizer-state campaign at its end.
+Run as a script (`python tests/test_optim.py N`), this file is the child process of the
+optimizer-state campaign at its end (N cases, case k seeded with k).
 """
 import copy
 import os
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastad as fa
+from _layouts import LAYOUTS
 
 SHAPES = [(7, 5), (5,)]
 STEPS = 100
@@ -1094,9 +1095,6 @@ def run_case(rng):
 
 
 def campaign(n):
-    sys.path.insert(0, HERE)
-    global LAYOUTS
-    from _layouts import LAYOUTS
     counts = {"raised": 0, "stepped": 0}
     for case in range(n):
         rng = np.random.default_rng(case)
