@@ -11,11 +11,12 @@ Hyperparameters and state are plain attributes (`opt.lr = 0.01`, `opt.momentum_b
 `opt.exp_avgs`, `opt.exp_avg_sqs`, `opt.steps`: lists with one entry per parameter).
 `step()` checks all of them, and every parameter and gradient, before it changes
 anything: a bad value raises ValueError or TypeError naming the optimizer and the
-attribute, and a changed valid value takes effect at that step. A state array of the
-right shape and dtype that the kernels cannot write in place on their own (read-only,
-strided, misaligned, a view, or an array already in use as another buffer or as a
-parameter's value or gradient) is replaced by a copy. State arrays are allocated
-at construction or at the first step that needs them, so later steps allocate none.
+attribute, and a changed valid value takes effect at that step. Arrays assigned to the
+state become the optimizer's and are updated in place (`load_state_dict` copies
+instead), except that one the kernels cannot write on its own (read-only, strided,
+misaligned, a view, or already in use as another buffer or as a parameter's value or
+gradient) is replaced by a copy. State arrays are allocated at construction or at the
+first step that needs them, so later steps allocate none.
 
 `state_dict()` / `load_state_dict()` use torch.optim's layout, with plain Python
 numbers and ndarrays:
