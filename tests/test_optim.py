@@ -855,20 +855,21 @@ def test_load_state_dict_checks_everything_before_changing_anything(
 
 # --- the optimizer-state campaign ------------------------------------------------------
 
-CAMPAIGN_CASES = 400
+CAMPAIGN_CASES = 1000
 
 
 def test_optimizer_state_campaign():
     """Random corruptions of hyperparameters, state, values and gradients (in a child):
     each either raises ValueError/TypeError changing nothing, or steps exactly as a clean
-    optimizer holding the same valid state."""
+    optimizer holding the same valid state. Every fourth case changes a state_dict
+    instead: load_state_dict refuses it changing nothing, or loads exactly its values."""
     proc = subprocess.run([sys.executable, __file__, str(CAMPAIGN_CASES)], capture_output=True,
                           text=True, timeout=600, cwd=HERE, env=os.environ)
     report = f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, report
     counts = dict(re.findall(r"(\w+): (\d+)", proc.stdout))
     assert int(counts["cases"]) == CAMPAIGN_CASES, report
-    assert int(counts["raised"]) > 50 and int(counts["stepped"]) > 50, report
+    assert min(int(counts[k]) for k in ("raised", "stepped", "refused", "loaded")) > 30, report
 
 
 # ====================================================================================
@@ -876,8 +877,8 @@ def test_optimizer_state_campaign():
 # ====================================================================================
 
 NAN, INF = float("nan"), float("inf")
-# Hyperparameter values with whether they are valid (PyTorch accepts inf; fastad also
-# refuses NaN, non-numbers and bools).
+# Values for hyperparameters and step counts, with whether they are valid (PyTorch
+# accepts inf; fastad also refuses NaN, non-numbers and bools).
 NUMBERS = [(0.0, True), (0.3, True), (np.float32(0.01), True), (2, True), (INF, True),
            (NAN, False), (-1e-3, False), (-INF, False), (None, False), ("0.1", False),
            (True, False), (10 ** 400, False), (np.array(0.1), False), (1j, False)]
@@ -889,6 +890,8 @@ FLAGS = [(True, True), (False, True), (np.bool_(True), True), (1, False), ("yes"
          (None, False)]
 HYPER_VALUES = {"lr": NUMBERS, "momentum": NUMBERS, "weight_decay": NUMBERS, "eps": NUMBERS,
                 "betas": BETAS, "nesterov": FLAGS}
+COUNTS = [(-1, False), (2.0, False), (None, False), (True, False), ("3", False),  # steps
+          (np.int64(5), True), (7, True), (10 ** 30, True)]
 
 
 def campaign_optimizer(rng, dtype):
@@ -929,8 +932,7 @@ class Case:
     """One campaign case: the optimizer under test, its clean twin, and what was changed.
 
     `verdicts` maps what a change touched to whether the result is valid (a later change
-    of the same thing replaces the verdict); `bad_values` are parameters whose `.value`
-    no step may use, so they are fine only while their `.grad` is None.
+    of the same thing replaces the verdict).
     """
 
     def __init__(self, rng):
@@ -938,7 +940,14 @@ class Case:
         self.opt = campaign_optimizer(rng, np.dtype(rng.choice([np.float32, np.float64])))
         give_grads(rng, self.opt)
         self.twin = twin_of(self.opt)
-        self.verdicts, self.bad_values = {}, set()
+        self.verdicts, self.frozen = {}, set()
+
+    def bad_values(self):
+        """Parameters whose `.value` no step may use: fine only while `.grad` is None."""
+        return {i for i, (p, q) in enumerate(zip(self.opt.params, self.twin.params))
+                if not (isinstance(p.value, np.ndarray) and p.value.dtype == q.dtype
+                        and p.value.shape == q.shape and p.value.flags.c_contiguous
+                        and p.value.flags.writeable and p.value.flags.aligned)}
 
     def valid(self):
         opt = self.opt
@@ -946,7 +955,7 @@ class Case:
                 and getattr(opt, "nesterov", False) and float(opt.momentum) == 0):
             return False
         return (all(self.verdicts.values())
-                and all(opt.params[i].grad is None for i in self.bad_values))
+                and all(opt.params[i].grad is None for i in self.bad_values()))
 
     def pick(self, options):
         return options[self.rng.integers(len(options))]
@@ -961,49 +970,53 @@ class Case:
 
     def change_buffer(self):
         opt, twin, rng = self.opt, self.twin, self.rng
-        attributes = [a for a in opt.buffers.values() if getattr(opt, a) is not None]
-        if not attributes:
+        attributes = [a for a in opt.buffers.values() if a not in self.frozen]
+        if not attributes or getattr(opt, attributes[0]) is None:
             return self.change_hyperparameter()
         attribute = str(rng.choice(attributes))
         buffers = list(getattr(opt, attribute))
-        i = int(rng.integers(len(buffers)))
-        kind = rng.integers(8)
-        if kind == 2:  # the whole list replaced
-            value = self.pick([None, 3, buffers[i], tuple(buffers) * 2])
+        i, kind = int(rng.integers(len(buffers))), rng.integers(8)
+        element = (attribute, i)
+        if kind in (2, 3):  # the list itself replaced: no later change edits it
+            self.frozen.add(attribute)
+            if kind == 2:
+                value = self.pick([None, 3, buffers[i], tuple(buffers) * 2])
+            else:
+                value = buffers[:-1] if rng.random() < 0.5 else buffers + buffers[:1]
             setattr(opt, attribute, value)
+            self.verdicts = {k: v for k, v in self.verdicts.items() if k[:1] != (attribute,)}
             # SGD without buffers makes fresh ones, like a new optimizer.
             self.verdicts[attribute] = value is None and isinstance(opt, fa.optim.SGD)
             if self.verdicts[attribute]:
                 setattr(twin, attribute, None)
             return
         if kind == 0:
-            buffers[i] = bad_array(rng, buffers[i])
+            buffers[i] = bad_array(rng, getattr(twin, attribute)[i])
+            self.verdicts[element] = False
         elif kind == 1:
-            buffers[i] = self.pick([None, 0.0, "x", buffers[i].tolist()])
-        elif kind == 3:
-            buffers = buffers[:-1] if rng.random() < 0.5 else buffers + buffers[:1]
-        elif kind == 4:
+            buffers[i] = self.pick([None, 0.0, "x", np.asarray(buffers[i]).tolist()])
+            self.verdicts[element] = False
+        elif kind == 4:  # keeps the element's verdict
             buffers[i] = relaid(rng, buffers[i])
         elif kind == 5:
             buffers = tuple(buffers)
-        elif kind == 6:  # the same array listed twice
-            j = int(rng.integers(len(buffers)))
-            if opt.params[j].shape == opt.params[i].shape:
-                getattr(twin, attribute)[i][...] = buffers[j]
+        elif kind == 6:  # another parameter's buffer listed again, if it fits
+            j, clean = int(rng.integers(len(buffers))), getattr(twin, attribute)
+            if (isinstance(buffers[j], np.ndarray)
+                    and (buffers[j].shape, buffers[j].dtype) == (clean[i].shape, clean[i].dtype)):
+                clean[i][...] = buffers[j]
                 buffers[i] = buffers[j]
-        else:
+                self.verdicts[element] = True
+        elif isinstance(buffers[i], np.ndarray):  # a read-only copy keeps the verdict
             buffers[i] = buffers[i].copy()
             buffers[i].flags.writeable = False
         setattr(opt, attribute, buffers)
-        self.verdicts[attribute] = self.verdicts.get(attribute, True) and kind >= 4
 
     def change_steps(self):
         if not hasattr(self.opt, "steps"):
             return self.change_buffer()
         i = int(self.rng.integers(len(self.opt.steps)))
-        value, valid = self.pick([(-1, False), (2.0, False), (None, False), (True, False),
-                                  ("3", False), (np.int64(5), True), (7, True),
-                                  (10 ** 30, True)])
+        value, valid = self.pick(COUNTS)
         self.opt.steps[i] = value
         if valid:
             self.twin.steps[i] = int(value)
@@ -1015,16 +1028,11 @@ class Case:
         p, q = self.opt.params[i], self.twin.params[i]
         kind = rng.integers(6)
         if kind == 0:
-            p.value = bad_array(rng, p.value)
-            self.bad_values.add(i)
+            p.value = bad_array(rng, q.value)
         elif kind == 1:
-            shape = p.shape
             p.value = LAYOUTS[str(rng.choice(["fortran", "strided", "read-only"]))](p.value)
-            if not (p.value.flags.c_contiguous and p.value.flags.writeable
-                    and p.shape == shape):  # np.asfortranarray makes 0-d arrays 1-d
-                self.bad_values.add(i)
         elif kind == 2:
-            p.grad = bad_array(rng, p.value)
+            p.grad = bad_array(rng, q.value)
             self.verdicts[f"grad[{i}]"] = False
         elif kind == 3:
             p.grad = self.pick([0.5, "g", p.value.tolist()])
@@ -1039,9 +1047,7 @@ class Case:
 
 
 def bad_array(rng, a):
-    """An ndarray that is not of a's dtype or shape."""
-    if not isinstance(a, np.ndarray):  # already replaced by something else
-        return np.zeros((7, 7, 7))      # no parameter has this shape
+    """An ndarray that is not of `a`'s dtype or shape."""
     kind = rng.integers(4)
     if kind == 0:
         return a.astype(np.float32 if a.dtype == np.float64 else np.float64)
@@ -1082,28 +1088,163 @@ def run_case(rng):
         assert [p._modified_at for p in opt.params] == stamps
         assert_same({k: getattr(opt, k) for k in opt._state_attributes()}, state)
         return "raised"
-    assert valid, f"an invalid change stepped: {case.verdicts}, {case.bad_values}"
+    assert valid, f"an invalid change stepped: {case.verdicts}, {case.bad_values()}"
     with np.errstate(all="ignore"):
         twin.step()
     # A replaced .value with no .grad is left alone; the others step as the twin's.
+    bad_values = case.bad_values()
     assert_same([p.value for p in opt.params],
-                [before[0][i] if i in case.bad_values else q.value
+                [before[0][i] if i in bad_values else q.value
                  for i, q in enumerate(twin.params)])
     assert_same({k: getattr(opt, k) for k in opt._state_attributes()},
                 {k: getattr(twin, k) for k in twin._state_attributes()})
     return "stepped"
 
 
+class LoadCase:
+    """A campaign case for load_state_dict: one optimizer's state_dict, randomly changed,
+    loaded into another of the same kind and shapes that holds state of its own."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        source = campaign_optimizer(rng, np.dtype(rng.choice([np.float32, np.float64])))
+        self.saved = source.state_dict()
+        self.target = type(source)([fa.Parameter(p.value) for p in source.params],
+                                   **{k: getattr(source, k) for k in source.hyperparameters})
+        give_grads(rng, self.target)
+        self.target.step()
+        self.verdicts = {}
+
+    def pick(self, options):
+        return options[self.rng.integers(len(options))]
+
+    def group(self):
+        return self.saved["param_groups"][0]
+
+    def valid(self):
+        group = self.group()
+        if (self.verdicts.get("nesterov", True) and self.verdicts.get("momentum", True)
+                and group.get("nesterov") and float(group["momentum"]) == 0):
+            return False
+        return all(self.verdicts.values())
+
+    def change_hyperparameter(self):
+        name = str(self.rng.choice(list(self.target.hyperparameters)))
+        self.group()[name], self.verdicts[name] = self.pick(HYPER_VALUES[name])
+
+    def change_entry(self):
+        state, rng = self.saved["state"], self.rng
+        good = [i for i, entry in state.items() if isinstance(i, int) and entry]
+        if not good:
+            return self.change_hyperparameter()
+        i = self.pick(good)
+        key = self.pick(list(state[i]))
+        if key == "step":
+            value, valid = self.pick(COUNTS)
+        else:
+            array = state[i][key]
+            like = self.target.params[i].value
+            value, valid = self.pick([(bad_array(rng, like), False),
+                                      (relaid(rng, array), self.verdicts.get((i, key), True)),
+                                      (self.pick([None, "x", [0.0]]), False)])
+        state[i][key] = value
+        self.verdicts[(i, key)] = valid
+
+    def drop_entry(self):
+        state = self.saved["state"]
+        if not state:
+            return self.change_hyperparameter()
+        i = self.pick(list(state))
+        del state[i]   # a parameter without an entry starts fresh
+        self.verdicts = {k: v for k, v in self.verdicts.items()
+                         if not (isinstance(k, tuple) and k[0] == i)}
+
+    def add_bad_entry(self):
+        n = len(self.target.params)
+        key = self.pick([n, -1, "0", n + 5])
+        self.saved["state"][key] = {}
+        self.verdicts[(key, None)] = False
+
+    def change_structure(self):
+        # Changes no other change undoes.
+        group, n = self.group(), len(self.target.params)
+        self.pick([lambda: group.update(params=list(range(n + 1))),
+                   lambda: group.update(params=list(range(n))[::-1] if n > 1 else [5]),
+                   lambda: group.update(amsgrad=False),
+                   lambda: group.pop("params", None),
+                   lambda: self.saved["param_groups"].append(dict(group)),
+                   lambda: self.saved.update(extra=1)])()
+        self.verdicts["structure"] = False
+
+    def expected(self):
+        """The hyperparameters and state a load of the (valid) changed dict must give."""
+        target, group = self.target, self.group()
+        options = {name: (tuple(float(b) for b in group[name]) if name == "betas" else
+                          bool(group[name]) if name == "nesterov" else float(group[name]))
+                   for name in target.hyperparameters}
+        entries = self.saved["state"]
+        if not entries and isinstance(target, fa.optim.SGD) and options["momentum"] == 0:
+            return options, {attr: None for attr in target._state_attributes()}
+        n = len(target.params)
+        state = {attr: [0] * n for attr in target.counts.values()}
+        state.update((attr, [np.zeros(p.shape, p.dtype) for p in target.params])
+                     for attr in target.buffers.values())
+        for i, entry in entries.items():
+            for key, attr in {**target.counts, **target.buffers}.items():
+                state[attr][i] = entry[key] if key != "step" else int(entry[key])
+        return options, state
+
+    def run(self):
+        """Load; returns 'refused' or 'loaded'."""
+        target = self.target
+        valid = self.valid()
+        saved = copy.deepcopy(self.saved)
+        before = (state_of(target), {k: getattr(target, k) for k in target.hyperparameters})
+        try:
+            target.load_state_dict(self.saved)
+        except (TypeError, ValueError) as error:
+            assert not valid, f"a valid change raised {error!r}"
+            assert "load_state_dict" in str(error), error
+            assert_same((state_of(target), {k: getattr(target, k)
+                                            for k in target.hyperparameters}), before)
+            assert_same(self.saved, saved)
+            return "refused"
+        assert valid, f"an invalid change loaded: {self.verdicts}"
+        assert_same(self.saved, saved)
+        options, state = self.expected()
+        assert_same({k: getattr(target, k) for k in target.hyperparameters}, options)
+        assert all(type(getattr(target, k)) is type(v) for k, v in options.items())
+        assert_same({k: getattr(target, k) for k in target._state_attributes()}, state)
+        ours = [a for attr in target.buffers.values() for a in getattr(target, attr) or []]
+        theirs = {id(a) for entry in self.saved["state"].values() for a in entry.values()}
+        assert all(a.flags.c_contiguous and a.flags.owndata and id(a) not in theirs
+                   for a in ours)
+        return "loaded"
+
+
+LOAD_CHANGES = [LoadCase.change_hyperparameter, LoadCase.change_entry, LoadCase.drop_entry,
+                LoadCase.add_bad_entry, LoadCase.change_structure]
+
+
+def run_load_case(rng):
+    case = LoadCase(rng)
+    for k in rng.choice(len(LOAD_CHANGES), size=rng.integers(1, 3),
+                        p=[0.3, 0.35, 0.15, 0.1, 0.1]):
+        LOAD_CHANGES[k](case)
+    return case.run()
+
+
 def campaign(n):
-    counts = {"raised": 0, "stepped": 0}
+    """n cases: every fourth one loads a changed state_dict, the others step."""
+    counts = {"raised": 0, "stepped": 0, "refused": 0, "loaded": 0}
     for case in range(n):
         rng = np.random.default_rng(case)
         try:
-            counts[run_case(rng)] += 1
+            counts[run_load_case(rng) if case % 4 == 3 else run_case(rng)] += 1
         except Exception:
             print(f"case {case} (np.random.default_rng({case})) failed:")
             raise
-    print(f"cases: {n}, raised: {counts['raised']}, stepped: {counts['stepped']}")
+    print(f"cases: {n}, " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
 if __name__ == "__main__":
