@@ -76,13 +76,17 @@ def _flag(owner, name, value):
     return bool(value)
 
 
+# Step counts fit an int64, as in a saved checkpoint (and beta ** t in a float).
+_MAX_COUNT = 2 ** 63
+
+
 def _count(owner, name, value):
-    if type(value) is int and value >= 0:  # the common case
+    if type(value) is int and 0 <= value < _MAX_COUNT:  # the common case
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be >= 0)")
+    if not 0 <= value < _MAX_COUNT:
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be in [0, 2**63))")
     return int(value)
 
 
@@ -245,7 +249,8 @@ class Optimizer:
 
     def _checked_counts(self, owner, attr, counts):
         _sequence(owner, attr, counts, len(self.params))
-        if type(counts) is list and all(type(c) is int and c >= 0 for c in counts):
+        if type(counts) is list and all(type(c) is int and 0 <= c < _MAX_COUNT
+                                        for c in counts):
             return counts
         return [_count(owner, f"{attr}[{i}]", c) for i, c in enumerate(counts)]
 
@@ -404,8 +409,9 @@ class Adam(Optimizer):
         self.steps[i] = t = self.steps[i] + 1
         step_size = lr / (1 - beta1 ** t)
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
-        l2, param_scale = ((0.0, 1 - lr * weight_decay) if self.decoupled_weight_decay
-                           else (weight_decay, 1.0))
+        l2, param_scale = weight_decay, 1.0
+        if self.decoupled_weight_decay:  # as PyTorch, p *= 1 - lr * wd only when wd != 0
+            l2, param_scale = 0.0, (1 - lr * weight_decay if weight_decay != 0 else 1.0)
         K.adam_step(value, grad, self.exp_avgs[i], self.exp_avg_sqs[i], beta1, beta2,
                     step_size, bias_correction2_sqrt, options["eps"], l2, param_scale)
 

@@ -375,6 +375,20 @@ def test_adamw_by_hand(dtype):
     assert (opt.lr, opt.betas, opt.eps, opt.weight_decay) == (1e-3, (0.9, 0.999), 1e-8, 1e-2)
 
 
+def test_adamw_without_weight_decay_is_adam_even_with_an_infinite_lr():
+    # PyTorch skips the decay when weight_decay == 0: no 1 - inf * 0 = NaN scale.
+    values = []
+    for make in (fa.optim.Adam, fa.optim.AdamW):
+        p = fa.Parameter(np.array([1.0, -2.0]))
+        opt = make([p], lr=float("inf"), weight_decay=0.0)
+        p.grad = np.array([0.5, 0.0])
+        with np.errstate(invalid="ignore"):
+            opt.step()
+        values.append(p.value)
+    np.testing.assert_array_equal(values[0], values[1])
+    assert values[1][0] == -np.inf
+
+
 # --- hyperparameters changed between steps --------------------------------------------
 
 def sgd_trajectory(momenta, dtype=np.float64, seed=2):
@@ -597,6 +611,8 @@ STATE_CASES = ([("SGD", "momentum_buffers", c, r) for c, r in BUFFER_CHANGES]
                + [("Adam", "steps", "state[0] = -1", r"ValueError .*steps\[0\]: -1"),
                   ("Adam", "steps", "state[0] = 2.0", r"TypeError .*steps\[0\] must be an int"),
                   ("Adam", "steps", "state[0] = None", r"TypeError .*steps\[0\] must be an int"),
+                  ("Adam", "steps", "state[0] = 10 ** 400",
+                   r"ValueError .*steps\[0\]: 1000.* \(must be in \[0, 2\*\*63\)\)"),
                   ("Adam", "steps", "setattr(opt, 'steps', (2,))", "stepped")])
 
 
@@ -891,7 +907,8 @@ FLAGS = [(True, True), (False, True), (np.bool_(True), True), (1, False), ("yes"
 HYPER_VALUES = {"lr": NUMBERS, "momentum": NUMBERS, "weight_decay": NUMBERS, "eps": NUMBERS,
                 "betas": BETAS, "nesterov": FLAGS}
 COUNTS = [(-1, False), (2.0, False), (None, False), (True, False), ("3", False),  # steps
-          (np.int64(5), True), (7, True), (10 ** 30, True)]
+          (np.int64(5), True), (7, True), (2 ** 63 - 2, True), (2 ** 63, False),
+          (10 ** 400, False)]
 
 
 def campaign_optimizer(rng, dtype):
