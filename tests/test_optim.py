@@ -1046,19 +1046,21 @@ class Case:
         i = int(rng.integers(len(self.opt.params)))
         p, q = self.opt.params[i], self.twin.params[i]
         kind = rng.integers(6)
+        # Bad arrays go in behind Tensor's checked setters (which refuse or copy them):
+        # an array reshaped or replaced in place reaches the optimizer the same way.
         if kind == 0:
-            p.value = bad_array(rng, q.value)
+            p._value = bad_array(rng, q.value)
         elif kind == 1:
-            p.value = LAYOUTS[str(rng.choice(["fortran", "strided", "read-only"]))](p.value)
+            p._value = LAYOUTS[str(rng.choice(["fortran", "strided", "read-only"]))](p.value)
         elif kind == 2:
-            p.grad = bad_array(rng, q.value)
+            p._grad = bad_array(rng, q.value)
             self.verdicts[f"grad[{i}]"] = False
         elif kind == 3:
-            p.grad = self.pick([0.5, "g", p.value.tolist()])
+            p._grad = self.pick([0.5, "g", p.value.tolist()])
             self.verdicts[f"grad[{i}]"] = False
         elif kind == 4:
-            g = rng.standard_normal(p.shape).astype(p.dtype)
-            p.grad, q.grad = relaid(rng, g), g
+            g = rng.standard_normal(q.shape).astype(q.dtype)
+            p._grad, q.grad = relaid(rng, g), g
             self.verdicts[f"grad[{i}]"] = True
         else:
             p.grad = q.grad = None
