@@ -29,11 +29,11 @@ import numbers
 
 import numpy as np
 
-from ._checks import key_problems, writable_in_place
-from .core.arrays import check_matches
-from .core.clock import mark_modified
-from .core.tensor import Tensor
-from .kernels import updates
+from .._checks import key_problems, writable_in_place
+from ..core.arrays import check_matches
+from ..core.clock import mark_modified
+from ..core.tensor import Tensor
+from ..kernels import updates
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 

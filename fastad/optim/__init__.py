@@ -1,0 +1,5 @@
+"""fa.optim: SGD, Adam and AdamW (`optimizers`), and learning-rate schedules
+(`optim.lr_scheduler`), as torch.optim."""
+from .optimizers import SGD, Adam, AdamW, Optimizer
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
