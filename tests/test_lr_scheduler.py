@@ -131,7 +131,8 @@ def test_torchs_state_dict_loads(torch):
     (lambda opt: lr_scheduler.CosineAnnealingLR(opt, 0), ValueError, "CosineAnnealingLR.*T_max"),
     (lambda opt: lr_scheduler.LambdaLR(opt, 0.5), TypeError, "LambdaLR: lr_lambda"),
     (lambda opt: lr_scheduler.LambdaLR(opt, [abs, abs]), ValueError, "LambdaLR: expected 1"),
-    (lambda opt: lr_scheduler.LambdaLR(opt, lambda e: -1.0), ValueError, "LambdaLR.*epoch 0"),
+    (lambda opt: lr_scheduler.LambdaLR(opt, lambda e: -1.0), ValueError,
+     "LambdaLR: Invalid lr for epoch 0"),
     (lambda opt: lr_scheduler.StepLR(object(), 2), TypeError, "StepLR: object is not"),
 ])
 def test_bad_arguments_name_the_class_and_value(make, error, pattern):
@@ -156,6 +157,16 @@ def test_load_state_dict_checks_everything_first(change, error, pattern):
     with pytest.raises(error, match=f"StepLR.load_state_dict: .*{pattern}"):
         schedule.load_state_dict(bad)
     assert schedule.state_dict() == before
+
+
+def test_a_failed_step_changes_nothing():
+    opt = fastad_optimizer(lr=0.1)
+    schedule = lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 if epoch < 2 else -1.0)
+    schedule.step()
+    before = schedule.state_dict()
+    with pytest.raises(ValueError, match="LambdaLR: Invalid lr for epoch 2: -0.1"):
+        schedule.step()
+    assert schedule.state_dict() == before and opt.lr == 0.1
 
 
 def test_lr_scheduler_imports_as_in_torch():

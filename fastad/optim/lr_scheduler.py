@@ -61,11 +61,16 @@ class LRScheduler:
         return nonnegative(type(self).__name__, "optimizer.lr", self.optimizer.lr)
 
     def step(self):
-        """Move on one epoch and set the optimizer's lr to the schedule's value for it."""
+        """Move on one epoch and set the optimizer's lr to the schedule's value for it (an
+        error, e.g. a negative lr from LambdaLR, leaves the epoch where it was)."""
         self.last_epoch += 1
+        try:
+            lr = self._lr(self._optimizer_lr())
+            lr = nonnegative(type(self).__name__, f"lr for epoch {self.last_epoch}", lr)
+        except BaseException:
+            self.last_epoch -= 1
+            raise
         self._step_count += 1
-        lr = self._lr(self._optimizer_lr())
-        lr = nonnegative(type(self).__name__, f"the lr for epoch {self.last_epoch}", lr)
         self.optimizer.lr = lr
         self._last_lr = [lr]
 
