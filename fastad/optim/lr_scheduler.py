@@ -37,8 +37,9 @@ class LRScheduler:
 
     hyperparameters = {}
 
-    # The state_dict's other entries and their checks, in PyTorch's order.
-    counters = {"base_lrs": _one_lr, "last_epoch": count, "_step_count": positive,
+    # The state_dict's entries besides the hyperparameters, and their checks, in
+    # PyTorch's order.
+    progress = {"base_lrs": _one_lr, "last_epoch": count, "_step_count": positive,
                 "_is_initial": flag, "_get_lr_called_within_step": flag,
                 "_last_lr": _one_lr}
 
@@ -84,7 +85,7 @@ class LRScheduler:
     def state_dict(self):
         """{hyperparameter: value, "base_lrs": [lr], "last_epoch": int, ...}, the keys and
         values PyTorch's scheduler of the same name saves; a copy."""
-        keys = [*self.hyperparameters, *self.counters]
+        keys = [*self.hyperparameters, *self.progress]
         return {key: (list(v) if isinstance(v := getattr(self, key), list) else v)
                 for key in keys}
 
@@ -94,7 +95,7 @@ class LRScheduler:
         owner = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state_dict, dict):
             raise TypeError(f"{owner}: expected a dict, got {type(state_dict).__name__}")
-        checks = {**self.hyperparameters, **self.counters}
+        checks = {**self.hyperparameters, **self.progress}
         problems = key_problems(self.state_dict(), state_dict)
         if problems:
             raise ValueError(f"{owner}: {problems}")
