@@ -252,9 +252,10 @@ def machine_info():
     }
     try:
         with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        info["cpu"] = fields.get("model name\t", info["cpu"]).strip()
-        info["isa"] = isa_level(fields.get("flags\t", "").split())
+            fields = {key.strip(): value.strip()
+                      for key, value in (line.split(":", 1) for line in f if ":" in line)}
+        info["cpu"] = fields.get("model name", info["cpu"])
+        info["isa"] = isa_level(fields.get("flags", "").split())
     except OSError:
         pass
     try:
