@@ -593,6 +593,34 @@ def test_bce_with_logits_is_stable_for_huge_logits(reduction, dtype, torch, asse
         assert_close(g, e.numpy(), dtype)
 
 
+# Each Tensor method is its op (same value, same op remembered, same gradient), with its
+# arguments passed on: the arguments differ from the defaults where there are any.
+METHODS = [("exp", (), {}), ("log", (), {}), ("log1p", (), {}), ("sqrt", (), {}),
+           ("square", (), {}), ("abs", (), {}), ("sigmoid", (), {}), ("tanh", (), {}),
+           ("relu", (), {}), ("softmax", (0,), {"axis": 0}),
+           ("log_softmax", (0,), {"axis": 0}), ("max", (0,), {"axis": 0}),
+           ("min", (1,), {"axis": 1}), ("min", (0,), {"axis": 0, "keepdims": True}),
+           ("clip", (0.8, 1.5), {"lo": 0.8, "hi": 1.5}), ("clip", (None, 1.2), {"hi": 1.2})]
+
+
+@pytest.mark.parametrize("name, args, kwargs", METHODS, ids=[f"{m[0]}{m[1]}" for m in METHODS])
+def test_tensor_methods_are_the_ops(name, args, kwargs, rng):
+    data = rng.uniform(0.5, 2.0, (3, 4))
+    x = fa.tensor(data, requires_grad=True)
+    method = getattr(x, name)(*args, **{k: v for k, v in kwargs.items() if k == "keepdims"})
+    function = getattr(fa, name)(x, **kwargs)
+    assert method._made_by.op_name == function._made_by.op_name
+    np.testing.assert_array_equal(method.value, function.value)
+    seed = rng.standard_normal(method.shape)
+    np.testing.assert_array_equal(fa.grad(method, x, seed=seed), fa.grad(function, x, seed=seed))
+
+
+def test_argmax_method(rng):
+    data = rng.standard_normal((4, 6))
+    np.testing.assert_array_equal(fa.tensor(data).argmax(1), np.argmax(data, axis=1))
+    np.testing.assert_array_equal(fa.tensor(data).argmax(), np.argmax(data))
+
+
 @pytest.mark.parametrize("axis", [None, 0, 1, -1])
 def test_argmax_returns_ndarray(axis, rng):
     data = rng.standard_normal((4, 6))
