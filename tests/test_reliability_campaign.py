@@ -8,6 +8,14 @@ and huge values; plus fa.grad's own arguments (wrt lists with intermediates, dup
 data and unused tensors, seeds of the wrong shape or dtype) and tensors whose adjoint
 collects contributions from several consumers (fan-out).
 
+Four families hold the Python layer to what users can change behind an op's back: the
+settable attributes (`.value` and `.grad` assigned any dtype, shape, layout, list or
+scalar, then an op, backward and an SGD step), the caller's array object changed after
+the forward (shape, dtype, strides, flags, contents), any sequence as an index (lists,
+tuples, array.array, range, deque, bool lists, nested in tuples), and the in-place
+operators (under no_grad and not, with every kind of operand) together with the
+read-only arrays fa.grad returns.
+
 Each case either matches a NumPy reference (value, dtype and the gradient of every
 operand that requires one, for a random seed) or raises the exception type the SPEC
 names, with a message naming the op; no case modifies its inputs.
@@ -16,6 +24,11 @@ The campaign runs in child processes (`python tests/test_reliability_campaign.py
 FAMILY`), one per family of ops, so a crash in a kernel fails a test instead of killing
 pytest. The child prints the number of cases it ran, and a falsifying example on failure.
 """
+import array
+import collections
+import contextlib
+import functools
+import operator
 import re
 import subprocess
 import sys
@@ -42,6 +55,10 @@ EXAMPLES = {
     "shapes": 600,
     "grad": 300,
     "fan_out": 300,
+    "attributes": 400,
+    "caller_arrays": 300,
+    "index_sequences": 500,
+    "inplace": 500,
 }
 
 
@@ -935,6 +952,532 @@ def _single_grad(case, base, i):
     return fa.grad(_fan_out_loss(case, p, [i]), p).astype(np.float64)
 
 
+# --- settable attributes: t.value = a, t.grad = g ----------------------------------------------
+
+def _onehot(n, k):
+    return np.eye(k)[np.arange(n) % k]
+
+
+def _cross_entropy_ref(x, p, s):
+    n, k = x.shape
+    y = -(_log_softmax(x, -1) * _onehot(n, k)).sum() / n
+    return y, (_softmax(x, -1) - _onehot(n, k)) * s / n, None
+
+
+def _softmax_ref(x, p, s):
+    y = _softmax(x, -1)
+    return y, y * (s - (s * y).sum(-1, keepdims=True)), None
+
+
+def _sigmoid_ref(x, p, s):
+    y = _sigmoid(x)
+    return y, s * y * (1 - y), None
+
+
+# op: (the partner Parameter's shape for x of shape (n, k), or None; the fastad call;
+#      the NumPy reference (x, partner, seed) -> (value, dx, dpartner))
+ATTR_OPS = {
+    "matmul": (lambda n, k: (k, 3), lambda x, p: x @ p,
+               lambda x, p, s: (x @ p, s @ p.T, x.T @ s)),
+    "rmatmul": (lambda n, k: (3, n), lambda x, p: p @ x,
+                lambda x, p, s: (p @ x, p.T @ s, s @ x.T)),
+    "add": (lambda n, k: (k,), lambda x, p: x + p, lambda x, p, s: (x + p, s, s.sum(0))),
+    "mul": (lambda n, k: (n, k), lambda x, p: x * p, lambda x, p, s: (x * p, s * p, s * x)),
+    "sigmoid": (None, lambda x, p: fa.sigmoid(x), _sigmoid_ref),
+    "relu": (None, lambda x, p: fa.relu(x),
+             lambda x, p, s: (np.maximum(x, 0), s * (x > 0), None)),
+    "softmax": (None, lambda x, p: fa.softmax(x), _softmax_ref),
+    "sum": (None, lambda x, p: fa.sum(x), lambda x, p, s: (x.sum(), s * np.ones_like(x), None)),
+    "cross_entropy": (None, lambda x, p: fa.cross_entropy(x, np.arange(x.shape[0]) % x.shape[1]),
+                      _cross_entropy_ref),
+}
+ASSIGNED_DTYPES = ["float16", "float32", "float64", ">f4", ">f8", "int32", "int64", "bool",
+                   "complex128"]
+
+
+def proper(a, dtype):
+    """a is an array fastad holds as it is (a view): C-contiguous, aligned, writeable,
+    native and of `dtype`."""
+    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.aligned and a.flags.writeable)
+
+
+@st.composite
+def assignments(draw, shape, dtype):
+    """Something to assign to a `.value` or `.grad` of `shape` and `dtype`: arrays of any
+    dtype, shape and layout, lists, Python and NumPy scalars."""
+    kind = draw(st.sampled_from(["array"] * 6 + ["list", "python-scalar", "numpy-scalar"]))
+    raw = values(draw(seeds), draw(st.sampled_from(
+        [shape] * 4 + [shape[::-1], (int(np.prod(shape)),), (1,) + shape, (0,) + shape[1:], ()])),
+        np.float64)
+    if kind == "list":
+        return raw.tolist() if draw(st.booleans()) else np.round(raw).astype(int).tolist()
+    if kind == "python-scalar":
+        return draw(st.sampled_from([1.5, 2, True]))
+    if kind == "numpy-scalar":
+        return draw(st.sampled_from([np.float32(1.5), np.float64(0.5), np.int64(2)]))
+    target = draw(st.sampled_from([dtype.name] * 3 + ASSIGNED_DTYPES))
+    converted = (raw > 0) if target == "bool" else \
+        np.round(raw * 3).astype(target) if target.startswith("int") else raw.astype(target)
+    return in_layout(draw(layouts), converted)
+
+
+@st.composite
+def attribute_cases(draw):
+    dtype = draw(dtypes)
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    form = draw(st.sampled_from(["param", "param", "data"]))
+    value = draw(st.one_of(st.none(), assignments(shape, dtype), assignments(shape, dtype)))
+    grad = None if form == "data" else draw(st.one_of(
+        st.none(), assignments(shape, dtype), assignments(shape, dtype)))
+    return dict(dtype=dtype, shape=shape, form=form, value=value, grad=grad,
+                op=draw(st.sampled_from(sorted(ATTR_OPS))), stale=draw(st.booleans()),
+                seed=draw(seeds))
+
+
+def _dtype_names(d):
+    return (str(d), d.name)   # '>f4' or float32: either names it
+
+
+def assignment_mistakes(obj, shape, dtype, attribute):
+    """{exception type: words its message must hold} for `t.<attribute> = obj` on a
+    tensor of `shape` and `dtype`; empty when the contract accepts it."""
+    if attribute == "grad" and not isinstance(obj, np.ndarray):
+        return {TypeError: ()}
+    a = np.asarray(obj)
+    mistakes = {}
+    if a.shape != shape:
+        mistakes[ValueError] = (str(a.shape), str(shape))
+    if a.dtype.newbyteorder("=") != dtype:
+        mistakes[TypeError] = (_dtype_names(a.dtype), dtype.name)
+    return mistakes
+
+
+def expect_one_of(call, mistakes):
+    """call() raises one of `mistakes` ({type: words}), with that type's words (a word is a
+    string or a tuple of alternatives) in its message."""
+    try:
+        call()
+    except tuple(mistakes) as e:
+        words = next(w for kind, w in mistakes.items() if isinstance(e, kind))
+        for word in words:
+            options = word if isinstance(word, tuple) else (word,)
+            assert any(o in str(e) for o in options), \
+                f"{type(e).__name__} message does not name {options}: {e}"
+        return
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"expected {[m.__name__ for m in mistakes]}, got "
+                             f"{type(e).__name__}: {e}") from e
+    raise AssertionError(f"expected {[m.__name__ for m in mistakes]}, but it succeeded")
+
+
+def _assign(t, attribute, obj):
+    """t.<attribute> = obj as the contract says: the accepted values (as t's dtype), or
+    None after checking the exception and that t did not change."""
+    before_value, before = t.value, (t.value.copy(), None if t.grad is None else t.grad.copy())
+    mistakes = assignment_mistakes(obj, t.shape, t.dtype, attribute)
+    if mistakes:
+        expect_one_of(lambda: setattr(t, attribute, obj), mistakes)
+        assert t.value is before_value and np.array_equal(t.value, before[0])
+        assert (t.grad is None) if before[1] is None else np.array_equal(t.grad, before[1])
+        return None
+    setattr(t, attribute, obj)
+    accepted = np.asarray(obj).astype(t.dtype)
+    held = getattr(t, attribute)
+    assert isinstance(held, np.ndarray), f".{attribute} holds a {type(held).__name__}"
+    assert attribute == "grad" or held is not obj, ".value is the caller's array object"
+    assert held.dtype == t.dtype and held.shape == t.shape, f".{attribute}: {held.dtype} {held.shape}"
+    assert held.flags.c_contiguous and held.flags.aligned and held.flags.writeable, \
+        f".{attribute} was not made a C-contiguous aligned writeable array:\n{held.flags}"
+    np.testing.assert_array_equal(held, accepted, err_msg=f".{attribute} values")
+    if attribute == "value" and isinstance(obj, np.ndarray) and obj.size:
+        assert np.shares_memory(held, obj) == proper(obj, t.dtype), \
+            f".value shares memory: {np.shares_memory(held, obj)}, for an array with\n{obj.flags}"
+    return accepted
+
+
+@given(attribute_cases())
+def prop_attributes(case):
+    """Assign `.value` and `.grad` (anything), then an op, backward and an SGD step: the
+    contract's exception at the assignment, or NumPy's values and gradients for the
+    accepted arrays; arrays fastad had to copy are never written."""
+    CASES[0] += 1
+    dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
+    partner_shape, forward, reference = ATTR_OPS[case["op"]]
+    x_values = values(seed, shape, dtype)
+    x = fa.Parameter(x_values) if case["form"] == "param" else fa.tensor(x_values.copy())
+    p = fa.Parameter(values(seed + 1, partner_shape(*shape), dtype)) if partner_shape else None
+    stale = fa.sum(x * x) if case["stale"] and x.requires_grad else None
+    copied = []  # assigned arrays fastad must have copied: never written
+    grad_before = np.zeros(shape)
+    for attribute in ("value", "grad"):
+        obj = case[attribute]
+        if obj is None:
+            continue
+        accepted = _assign(x, attribute, obj)
+        if isinstance(obj, np.ndarray) and (accepted is None or not proper(obj, dtype)):
+            copied.append((obj, obj.copy()))
+        if accepted is not None and attribute == "value":
+            x_values = accepted
+            if stale is not None:   # a tape recorded before the assignment
+                expect_one_of(stale.backward, {RuntimeError: ()})
+        elif accepted is not None:
+            grad_before = accepted
+    with np.errstate(all="ignore"):
+        out = forward(x, p)
+        s = values(seed + 2, out.shape, dtype, positive=True)
+        p_values = None if p is None else p.value.copy()
+        value, dx, dp = reference(x_values.astype(np.float64),
+                                  None if p is None else p_values.astype(np.float64), s)
+        assert_matches(out.value, value, dtype, f"{case['op']} value")
+        params = [t for t in (x, p) if t is not None and t.requires_grad]
+        if not params:
+            return
+        out.backward(seed=s)
+        expected = [(x, grad_before + dx, x_values), (p, dp, p_values)]
+        expected = [(t, g, v) for t, g, v in expected if t is not None and t.requires_grad]
+        for i, (t, g, _) in enumerate(expected):
+            assert_matches(t.grad, g, dtype, f"{case['op']}: .grad of operand {i}")
+        fa.optim.SGD(params, lr=0.5).step()
+        for i, (t, g, v) in enumerate(expected):
+            assert_matches(t.value, v - 0.5 * g.astype(dtype), dtype, f"step of operand {i}")
+    for array, before in copied:
+        np.testing.assert_array_equal(array, before, err_msg="a copied array was written")
+    if isinstance(case["value"], np.ndarray) and proper(case["value"], dtype):
+        np.testing.assert_array_equal(case["value"], x.value, err_msg="a view was not updated")
+
+
+# --- the caller's array object, changed after the forward ------------------------------------
+
+def _held_by_value(X):
+    t = fa.Parameter(np.zeros(X.shape, X.dtype.newbyteorder("=")))
+    t.value = X
+    return t
+
+
+CALLER_FORMS = {  # how the caller's array X enters the graph, and whether it may be shared
+    "tensor": (fa.tensor, True),
+    "tensor-requiring-grad": (lambda X: fa.tensor(X, requires_grad=True), True),
+    "parameter": (fa.Parameter, False),
+    "operand": (lambda X: X, True),
+    "value": (_held_by_value, True),
+}
+CALLER_CHANGES = {
+    "shape-reversed": lambda X: setattr(X, "shape", X.shape[::-1]),
+    "shape-flat": lambda X: setattr(X, "shape", (X.size,)),
+    "dtype-int": lambda X: setattr(X, "dtype", np.dtype(f"i{X.dtype.itemsize}")),
+    "dtype-bytes": lambda X: setattr(X, "dtype", np.uint8),
+    "strides-zero": lambda X: setattr(X, "strides", (0,) * X.ndim),
+    "read-only": lambda X: setattr(X.flags, "writeable", False),
+    "write": lambda X: X.__setitem__(Ellipsis, -1.5 * X + 0.25),
+}
+
+
+def change(X, how):
+    """Apply CALLER_CHANGES[how] to X; False when NumPy refuses it for X's layout."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # setting strides (NumPy 2.4)
+            CALLER_CHANGES[how](X)
+        return True
+    except (AttributeError, ValueError, TypeError):
+        return False
+
+
+@st.composite
+def caller_cases(draw):
+    return dict(dtype=draw(dtypes), shape=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+                form=draw(st.sampled_from(sorted(CALLER_FORMS))), layout=draw(layouts),
+                op=draw(st.sampled_from(sorted(ATTR_OPS))),
+                change=draw(st.sampled_from(sorted(CALLER_CHANGES))),
+                use_backward=draw(st.booleans()), seed=draw(seeds))
+
+
+@given(caller_cases())
+def prop_caller_arrays(case):
+    """What the caller does to its array object after the forward (a new shape, dtype or
+    strides, read-only) never reaches the tape: the gradients are those of the forward's
+    values. Writes into its memory reach the tape only where fastad shares it."""
+    CASES[0] += 1
+    dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
+    partner_shape, forward, reference = ATTR_OPS[case["op"]]
+    X = in_layout(case["layout"], values(seed, shape, dtype))
+    X0 = X.astype(dtype)
+    make, may_share = CALLER_FORMS[case["form"]]
+    operand = make(X)
+    leaf = operand if isinstance(operand, fa.Tensor) else None
+    shared = may_share and proper(X, dtype)
+    if leaf is not None:
+        assert leaf.value is not X, "the tensor holds the caller's array object"
+        assert np.shares_memory(leaf.value, X) == shared, f"shares memory with\n{X.flags}"
+    p = fa.Parameter(values(seed + 1, partner_shape(*shape), dtype)) if partner_shape else None
+    with np.errstate(all="ignore"):
+        out = forward(operand, p)
+        changed = change(X, case["change"])
+        if leaf is not None:
+            assert (leaf.shape, leaf.dtype) == (shape, dtype), "the change reached the tensor"
+        wrt = [t for t in (leaf, p) if t is not None and t.requires_grad]
+        s = values(seed + 2, out.shape, dtype, positive=True)
+        if changed and case["change"] == "write" and shared:
+            # documented sharing: the tensor sees the write; the backward may use it or
+            # refuse, but must not crash
+            if leaf is not None:
+                np.testing.assert_array_equal(leaf.value, X)
+            try:
+                fa.grad(out, wrt, seed=s) if wrt else None
+            except (RuntimeError, ValueError):
+                pass
+            return
+        value, dx, dp = reference(X0.astype(np.float64),
+                                  None if p is None else p.value.astype(np.float64), s)
+        assert_matches(out.value, value, dtype, f"{case['op']} value")
+        if case["use_backward"] and wrt:
+            out.backward(seed=s)
+            got = [t.grad for t in wrt]
+        else:
+            got = fa.grad(out, wrt, seed=s) if wrt else []
+        expected = {id(leaf): dx, id(p): dp}
+        for i, (t, g) in enumerate(zip(wrt, got)):
+            assert_matches(g, expected[id(t)], dtype, f"{case['op']}: gradient of operand {i}")
+        if leaf is not None:
+            np.testing.assert_array_equal(leaf.value, X0, err_msg="the change reached the tensor")
+
+
+# --- any sequence as an index ----------------------------------------------------------
+
+SEQUENCE_TYPES = (list, tuple, array.array, range, collections.deque)
+SEQUENCE_KINDS = {
+    "list": list, "tuple": tuple, "deque": collections.deque,
+    **{f"array-{code}": functools.partial(array.array, code) for code in "liqb"},
+    "nested-list": lambda items: [items, items[::-1]],
+}
+
+
+@st.composite
+def index_sequences(draw, n, in_tuple):
+    """A sequence of indices into an axis of length n (sometimes out of range or of the
+    wrong length), repeats included."""
+    kind = draw(st.sampled_from(sorted(set(SEQUENCE_KINDS) - ({"tuple"} if not in_tuple else set()))
+                                + ["range", "bools"]))
+    if kind == "bools":
+        length = draw(st.sampled_from([n, n, n, n + 1, max(n - 1, 0)]))
+        items = draw(st.lists(st.booleans(), min_size=length, max_size=length))
+        return draw(st.sampled_from([list, collections.deque]))(items)
+    wide = draw(st.integers(0, 5)) == 0
+    ints = st.integers(-n - 1, n) if wide else st.integers(-n, n - 1) if n else st.just(0)
+    if kind == "range":
+        return range(draw(ints), draw(ints), draw(st.sampled_from([1, 1, 2, -1, -2])))
+    return SEQUENCE_KINDS[kind](draw(st.lists(ints, max_size=5)))
+
+
+@st.composite
+def index_cases(draw):
+    x = draw(tensor_operands(draw(shapes(min_dims=1))))
+    shape = np.shape(x.plain)
+    how = draw(st.sampled_from(["alone", "tuple", "tuple", "rows-and-labels"]))
+    if how == "alone":
+        return x, draw(index_sequences(shape[0], in_tuple=False))
+    if how == "rows-and-labels" and len(shape) == 2:  # the kernel gather, p[arange(n), y]
+        rows = draw(st.sampled_from([list, tuple, collections.deque, lambda r: r,
+                                     functools.partial(array.array, "l")]))(range(shape[0]))
+        return x, (rows, draw(index_sequences(shape[1], in_tuple=True)))
+    parts = []
+    for axis in range(draw(st.integers(1, len(shape) + 1))):
+        n = shape[axis] if axis < len(shape) else 1
+        parts.append(draw(st.one_of(
+            index_sequences(n, in_tuple=True), index_sequences(n, in_tuple=True),
+            st.integers(-n, max(n - 1, 0)), st.slices(max(n, 1)), st.none(),
+            st.just(Ellipsis))))
+    return x, tuple(parts)
+
+
+def numpy_index(index):
+    """The index with every sequence made an ndarray (an empty one of intp, as NumPy
+    reads `[]`): what NumPy itself indexes with."""
+    def convert(part):
+        if not isinstance(part, SEQUENCE_TYPES):
+            return part
+        a = np.asarray(part if isinstance(part, (list, tuple, array.array)) else list(part))
+        return a.astype(np.intp) if a.size == 0 and a.dtype.kind == "f" else a
+    return tuple(map(convert, index)) if isinstance(index, tuple) else convert(index)
+
+
+@given(index_cases())
+def prop_index_sequences(case):
+    """x[index] for an index made of lists, tuples, array.arrays, ranges, deques and bool
+    lists (nested in tuples with ints, slices, None and ...): NumPy's value, and the
+    np.add.at gradient (repeated indices accumulate); NumPy's errors, naming getitem."""
+    x, index = case
+    shown = repr(index)
+    converted = numpy_index(index)
+    result, error = _numpy_outcome(lambda: x.plain[converted])
+
+    def reference(s):
+        g = np.zeros_like(x.plain)
+        np.add.at(g, converted, s)
+        return result, [g]
+
+    check_op("getitem", lambda: x.passed[index], [x], reference, x.dtype,
+             errors=(error,) if error else ())
+    assert repr(index) == shown, f"the index changed: {shown} -> {index!r}"
+
+
+# --- in-place operators and fa.grad's results --------------------------------------------
+
+INPLACE = {"+=": (operator.iadd, np.add), "-=": (operator.isub, np.subtract),
+           "*=": (operator.imul, np.multiply), "/=": (operator.itruediv, np.divide)}
+
+
+def _inplace_target(kind, array):
+    """A data tensor, a Parameter, a result recorded on the tape, or an unrecorded one."""
+    if kind == "data":
+        return fa.tensor(array)
+    p = fa.Parameter(array)
+    if kind == "param":
+        return p
+    if kind == "result":
+        return p * 1.0
+    with fa.no_grad():
+        return p * 1.0
+
+
+@st.composite
+def inplace_cases(draw):
+    dtype = draw(dtypes)
+    shape = draw(shapes(max_dims=2))
+    other_shape = draw(st.sampled_from([shape, shape, shape[1:], (), (2,) + shape, (3,)]))
+    other = None if draw(st.integers(0, 9)) == 0 else draw(other_operands(other_shape, dtype))
+    return dict(dtype=dtype, shape=shape, symbol=draw(st.sampled_from(sorted(INPLACE))),
+                kind=draw(st.sampled_from(["data", "param", "param", "result", "unrecorded"])),
+                no_grad=draw(st.booleans()), other=other, stale=draw(st.booleans()),
+                array=in_layout(draw(layouts), values(draw(seeds), shape, dtype)))
+
+
+def inplace_mistakes(case, shape):
+    """{exception type: words of its message} the contract calls for (empty: it works)."""
+    other, mistakes = case["other"], {}
+    if not case["no_grad"] and case["kind"] in ("param", "result"):
+        mistakes[RuntimeError] = ("x = x",)
+    if other is not None and other.error:
+        mixed = {other.dtype, case["dtype"]} == set(FLOATS)
+        mistakes[TypeError] = ("float32", "float64") if mixed else ()
+    if other is not None and other.plain is not None:
+        other_shape = np.shape(other.plain)
+        if not _broadcastable(shape, other_shape) or \
+                np.broadcast_shapes(shape, other_shape) != shape:
+            mistakes[ValueError] = (str(shape), str(other_shape))
+    return mistakes
+
+
+@given(inplace_cases())
+def prop_inplace(case):
+    """`t op= y` on data tensors, Parameters and results, under no_grad or not, with every
+    kind of operand: .value updated in place and the same Tensor returned, or the
+    contract's exception with nothing changed; an updated Parameter is stamped."""
+    CASES[0] += 1
+    dtype, other = case["dtype"], case["other"]
+    t = _inplace_target(case["kind"], case["array"])
+    value, before = t.value, t.value.copy()
+    stale = fa.sum(t * t) if case["stale"] and case["kind"] == "param" else None
+    operand = t if other is None else other.passed
+    in_place, ufunc = INPLACE[case["symbol"]]
+    snapshot = _snapshot([other] if other is not None else [])
+
+    def call():
+        with fa.no_grad() if case["no_grad"] else contextlib.nullcontext():
+            return in_place(t, operand)
+
+    mistakes = inplace_mistakes(case, t.shape)
+    with np.errstate(all="ignore"):
+        if mistakes:
+            expect_one_of(call, mistakes)
+            assert t.value is value
+            np.testing.assert_array_equal(t.value, before, err_msg="changed by a refused op")
+        else:
+            expected = ufunc(before, before if other is None else other.plain).astype(dtype)
+            result = call()
+            assert result is t, f"{case['symbol']} returned another object: {result!r}"
+            assert t.value is value, f"{case['symbol']} replaced .value instead of updating it"
+            assert_matches(t.value, expected, dtype, f"{case['symbol']} value")
+            if stale is not None:
+                expect_one_of(stale.backward, {RuntimeError: ()})
+            if case["kind"] == "param":  # a new tape sees the new value
+                assert_matches(fa.grad(fa.sum(t * t), t), 2 * t.value.astype(np.float64),
+                               dtype, "the gradient after the update")
+    _assert_unmodified(snapshot)
+
+
+LEAVES = ["w1", "b1", "w2"]
+GRAD_NAMES = LEAVES + ["h", "logits"]
+ATTACKS = {
+    "imul": lambda g: g.__imul__(0),
+    "setitem": lambda g: g.__setitem__(Ellipsis, 1),
+    "copyto": lambda g: np.copyto(g, 0),
+    "ufunc-out": lambda g: np.add(g, 1, out=g),
+}
+
+
+@st.composite
+def grad_result_cases(draw):
+    asks = st.tuples(st.just("grad"), st.lists(st.sampled_from(GRAD_NAMES), min_size=1,
+                                                max_size=3),
+                     st.sampled_from(sorted(ATTACKS) + ["writeable-flag"]))
+    return dict(dtype=draw(dtypes), sizes=tuple(draw(st.integers(1, 4)) for _ in range(4)),
+                steps=draw(st.lists(st.one_of(asks, asks, st.just(("backward",))),
+                                    min_size=1, max_size=4)))
+
+
+def _mlp_gradients(t):
+    """NumPy's gradients of _grad_graph's loss (cross-entropy of sigmoid(x w1 + b1) w2)."""
+    x, w1, b1, w2 = (t[k].value.astype(np.float64) for k in ("x", "w1", "b1", "w2"))
+    h = _sigmoid(x @ w1 + b1)
+    logits = h @ w2
+    n, c = logits.shape
+    d_logits = (_softmax(logits, -1) - _onehot(n, c)) / n
+    d_h = d_logits @ w2.T
+    dz = d_h * h * (1 - h)
+    return {"w1": x.T @ dz, "b1": dz.sum(0), "w2": h.T @ d_logits, "h": d_h, "logits": d_logits}
+
+
+@given(grad_result_cases())
+def prop_grad_results(case):
+    """Arrays fa.grad returns cannot be written (ValueError), so no later fa.grad or
+    backward result changes; .grad arrays filled by backward are the caller's to change."""
+    CASES[0] += 1
+    dtype = case["dtype"]
+    t = _grad_graph(case)
+    loss = t["loss"]
+    expected = _mlp_gradients(t)
+    returned = []  # (name, array) the caller got and could not change
+    for step in case["steps"]:
+        if step[0] == "backward":   # adds into .grad (a second one on top of the first)
+            before = {k: 0 if t[k].grad is None else t[k].grad.copy() for k in LEAVES}
+            loss.backward(retain_graph=True)
+            for name in LEAVES:
+                g = t[name].grad
+                assert_matches(g, before[name] + expected[name], dtype, f"{name}.grad")
+                g += 1   # the caller's own array (raises if read-only)
+            continue
+        _, names, attack = step
+        got = fa.grad(loss, [t[k] for k in names], retain_graph=True)
+        for name, g in zip(names, got):
+            assert_matches(g, expected[name], dtype, f"fa.grad of {name}")
+            if attack == "writeable-flag":
+                try:
+                    g.flags.writeable = True
+                except ValueError:
+                    returned.append((name, g))
+                    continue
+                g[...] = 0   # the caller's own copy now: later results must not see it
+            else:
+                expect_one_of(lambda: ATTACKS[attack](g), {ValueError: ()})
+                returned.append((name, g))
+    for name, g in returned:
+        assert_matches(g, expected[name], dtype, f"fa.grad of {name}, after the attacks")
+    for name in GRAD_NAMES:
+        assert_matches(fa.grad(loss, t[name], retain_graph=True), expected[name], dtype,
+                       f"a last fa.grad of {name}")
+
 # --- the child's main -----------------------------------------------------------------------
 
 FAMILIES = {
@@ -947,6 +1490,10 @@ FAMILIES = {
     "shapes": [prop_shapes],
     "grad": [prop_grad],
     "fan_out": [prop_fan_out],
+    "attributes": [prop_attributes],
+    "caller_arrays": [prop_caller_arrays],
+    "index_sequences": [prop_index_sequences],
+    "inplace": [prop_inplace, prop_grad_results],
 }
 
 
