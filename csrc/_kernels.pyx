@@ -690,3 +690,16 @@ def pick_grad(cnp.ndarray g, cnp.ndarray labels, cnp.ndarray out, bint accumulat
             pick_grad_kernel[float](<float*>pg, pl, <float*>po, rows, cols, accumulate)
         else:
             pick_grad_kernel[double](<double*>pg, pl, <double*>po, rows, cols, accumulate)
+
+
+# ----------------------------------------------------------------------------
+# Signals
+# ----------------------------------------------------------------------------
+
+from cpython.exc cimport PyErr_CheckSignals
+
+
+def check_signals():
+    """Run Python's signal handlers now (raising KeyboardInterrupt after Ctrl-C): compiled
+    loops otherwise run them only when they return to the interpreter."""
+    PyErr_CheckSignals()

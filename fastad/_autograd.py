@@ -22,7 +22,8 @@ import threading
 
 import numpy as np
 
-from ._tensor import Tensor
+from ._kernels import check_signals
+from ._tensor import Tensor, check_matches
 
 SKIP = "skip"
 # One clock numbers nodes as they are made and stamps in-place updates of leaves, so a
@@ -122,7 +123,7 @@ class Sweep:
         self.unowned = set()   # nodes whose adjoint buffer is shared, so never written in place
         self.results = {}
         self.position = 0
-        self.stopped_by = None   # the exception that interrupted a node's vjp, if any
+        self.stopped_by = None   # (op name, error text) of an interrupted run, if any
         self.released_any = False
         self.lock = threading.Lock()
 
@@ -191,9 +192,13 @@ class Sweep:
                 if not retain_graph:
                     node.saved = None
                     node.released = True
+                check_signals()  # Ctrl-C stops a compiled sweep here, between two nodes
         except BaseException as error:
-            # The node was half applied: its partial gradients can never be completed.
-            self.stopped_by = (node.vjp.op_name if node else "the sweep", error)
+            # The node may be half applied: its partial gradients can never be completed.
+            # Only text is kept: the exception's traceback holds the caller's frames, and
+            # through them this output (a reference cycle that would keep the tape alive).
+            self.stopped_by = (node.vjp.op_name if node else "the sweep",
+                               f"{type(error).__name__}: {error}")
             raise
         finally:
             self.position = position
@@ -206,8 +211,8 @@ class Sweep:
             op_name, error = self.stopped_by
             raise RuntimeError(
                 f"an earlier sweep of this output stopped in the backward of '{op_name}' "
-                f"({type(error).__name__}: {error}); its partial gradients cannot be "
-                "completed: compute the output again")
+                f"({error}); its partial gradients cannot be completed: compute the output "
+                "again")
         remaining = self.order[self.position:]
         for node in remaining:
             if node.released:
@@ -215,9 +220,10 @@ class Sweep:
                     f"the graph through '{node.vjp.op_name}' was already released by an "
                     "earlier sweep; pass retain_graph=True to the first fa.grad/backward "
                     "to sweep it again")
-        newest = remaining[0].index if remaining else -1
+        # Every use, also of the part already swept: a gradient cached before the update
+        # is stale too.
         for node, leaf in self.leaf_uses:
-            if node.index <= newest and leaf._modified_at > node.index:
+            if leaf._modified_at > node.index:
                 raise RuntimeError(
                     f"a leaf of shape {leaf.shape} used by '{node.vjp.op_name}' was modified "
                     "in place (e.g. by an optimizer step) after the op was recorded; its "
@@ -298,9 +304,17 @@ def _seed(output, seed):
     return np.array(seed, dtype=output.dtype, order="C")
 
 
+_sweep_creation = threading.Lock()  # threads asking about one output share one sweep
+
+
 def _sweep_for(output, seed):
     if not isinstance(output, Tensor):
         raise TypeError(f"grad: output must be a fastad Tensor, got {type(output).__name__}")
+    with _sweep_creation:
+        return _current_sweep(output, seed)
+
+
+def _current_sweep(output, seed):
     if getattr(output, "_consumed", False):
         raise RuntimeError("this output's graph was consumed by backward(); pass "
                            "retain_graph=True to backward() to differentiate it again")
@@ -339,49 +353,55 @@ def grad(output, wrt, seed=None, retain_graph=False, allow_unused=False):
     for i, (t, key) in enumerate(zip(targets, keys)):
         if key is None or sweep is None or key not in sweep.final_at:
             if not allow_unused:
-                reason = ("does not require grad" if key is None
-                          else "is not used to compute output")
-                raise ValueError(f"grad: wrt[{i}] (shape {t.shape}) {reason}; pass "
-                                 "allow_unused=True to get zeros for it")
+                raise ValueError(f"grad: wrt[{i}] (shape {t.shape}) "
+                                 f"{_unused_reason(key, sweep)}")
         else:
             usable.append(key)
     values = dict(zip(usable, sweep.gradients(usable, retain_graph))) if usable else {}
-    grads = [values[k] if k in values else np.zeros(t.shape, t.dtype)
+    grads = [_read_only(values[k]) if k in values else np.zeros(t.shape, t.dtype)
              for t, k in zip(targets, keys)]
     return grads[0] if single else grads
+
+
+def _unused_reason(key, sweep):
+    if key is None:
+        return ("does not require grad: make it with requires_grad=True (or as a "
+                "fa.Parameter) before computing output")
+    if sweep is None:
+        return ("is not reached: output does not require grad (it was computed under "
+                "fa.no_grad(), or from tensors that do not require grad)")
+    return "is not used to compute output; pass allow_unused=True to get zeros for it"
+
+
+def _read_only(buffer):
+    """A view of one of the sweep's buffers that the caller cannot write through, so no
+    later result of the same sweep can be changed by changing this one."""
+    view = np.asarray(buffer).view()  # (a 0-d result may be a NumPy scalar)
+    view.flags.writeable = False
+    return view
 
 
 def backward(output, seed=None, retain_graph=False):
     """Finish `output`'s sweep and add each leaf's gradient into its `.grad`."""
     sweep = _sweep_for(output, seed)
     if sweep is None:
-        raise RuntimeError("backward: output does not require grad (no input of the ops "
-                           "that made it requires grad)")
-    fresh = sweep.position == 0 and not sweep.results
-    if fresh and not retain_graph:
-        _accumulate_into_existing_grads(sweep)
-    for leaf, g in sweep.finish(retain_graph).items():
-        if g is leaf.grad:
-            continue
-        if leaf.grad is None:
+        raise RuntimeError("backward: output does not require grad (it was computed under "
+                           "fa.no_grad(), or no input of the ops that made it requires grad)")
+    # The whole sweep runs, and every existing .grad is checked, before any .grad
+    # changes: an exception or Ctrl-C in the middle leaves them all as they were.
+    gradients = sweep.finish(retain_graph)
+    for leaf in gradients:
+        if leaf._grad is not None:
+            check_matches(leaf._grad, leaf._value, "backward: an existing .grad")
+    for leaf, g in gradients.items():
+        if leaf._grad is None:
             shared = retain_graph or leaf in sweep.unowned
-            leaf.grad = g.copy() if shared else g
+            leaf._grad = g.copy() if shared else g
         else:
-            leaf.grad += g
+            np.add(leaf._grad, g, out=leaf._grad)
     if not retain_graph:
         output._consumed = True
         output._sweep = None
-
-
-def _accumulate_into_existing_grads(sweep):
-    """Let the sweep write leaf gradients straight into existing `.grad` arrays."""
-    for key in sweep.final_at:
-        if type(key) is not Node:
-            existing = key.grad
-            if (isinstance(existing, np.ndarray) and existing.shape == key.shape
-                    and existing.dtype == key.dtype and existing.flags.c_contiguous
-                    and existing.flags.writeable and key not in sweep.adjoints):
-                sweep.adjoints[key] = existing
 
 
 # --- modes ------------------------------------------------------------------------

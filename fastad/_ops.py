@@ -40,9 +40,14 @@ def _constant(op, x, dtype):
     other_precision = array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) \
         and array.dtype.itemsize != dtype.itemsize  # byte order aside
     if isinstance(x, np.ndarray) and other_precision:
-        other = array.dtype.newbyteorder("=")
-        raise TypeError(f"{op}: cannot mix {dtype} and {other} operands")
-    return to_array(array, dtype, what=op)
+        raise TypeError(_mixed_dtypes(op, dtype, array.dtype.newbyteorder("="), "operands"))
+    return to_array(x if array is x else array, dtype, what=op)
+
+
+def _mixed_dtypes(op, first, second, what):
+    return (f"{op}: cannot mix {first} and {second} {what}; use one precision throughout, "
+            "e.g. fa.Parameter(data, dtype=np.float32) or nn.Linear(..., dtype=np.float64), "
+            "or cast arrays with .astype()")
 
 
 def _operands(op, a, b):
@@ -50,7 +55,7 @@ def _operands(op, a, b):
     a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
     if a_is and b_is:
         if a.value.dtype != b.value.dtype:
-            raise TypeError(f"{op}: cannot mix {a.value.dtype} and {b.value.dtype} tensors")
+            raise TypeError(_mixed_dtypes(op, a.value.dtype, b.value.dtype, "tensors"))
         return a.value, b.value, a, b
     if a_is:
         return a.value, _constant(op, b, a.value.dtype), a, None
@@ -379,11 +384,13 @@ def _labels(op, labels, shape):
     n, c = shape
     if n == 0:
         raise ValueError(f"{op}: empty batch (shape {shape})")
+    hint = ""
     if isinstance(labels, Tensor):
         labels = labels.value
+        hint = " (a fastad tensor always holds floats: pass the integer array itself)"
     array = np.asarray(labels)
     if array.dtype.kind not in "iu":
-        raise ValueError(f"{op}: labels must be integers, got dtype {array.dtype}")
+        raise ValueError(f"{op}: labels must be integers, got dtype {array.dtype}{hint}")
     if array.shape != (n,):
         raise ValueError(f"{op}: labels have shape {array.shape}, expected ({n},) for "
                          f"scores of shape {shape}")
@@ -391,7 +398,13 @@ def _labels(op, labels, shape):
     if low < 0 or high >= c:
         bad = low if low < 0 else high
         raise IndexError(f"{op}: label {bad} is out of range [0, {c})")
-    return np.ascontiguousarray(array, dtype=np.intp)
+    return _own_labels(array)
+
+
+def _own_labels(array):
+    """A C-contiguous intp copy of checked labels: the caller's array could change
+    before the backward, whose kernel writes at the positions the labels give."""
+    return np.array(array, dtype=np.intp, order="C", copy=True)
 
 
 def _reduce_losses(op, losses, reduction):
@@ -471,6 +484,11 @@ def _blas_ready(m):
 
 def _gemm(out, a, b, order):
     """out (+)= a @ b through BLAS; the first contribution allocates out in `order`."""
+    if a.shape[1] != b.shape[0] or (out is not None and out.shape != (a.shape[0], b.shape[1])):
+        # BLAS would read past a buffer: only an array reshaped in place since it was
+        # recorded gets here (ops check their operands).
+        raise RuntimeError(f"matmul: operand shapes {a.shape} and {b.shape} changed after "
+                           "the op was recorded")
     if out is not None:
         order = _order(out)
     buffer, accumulate = _kernel_out(out, (a.shape[0], b.shape[1]), a.dtype, order)
@@ -677,15 +695,27 @@ def concatenate_vjp(g, saved, out):
     return tuple(None if o is SKIP else _accumulate(o, p) for o, p in zip(out, pieces))
 
 
+_BASIC_INDEX = (int, np.integer, bool, np.bool_, slice, type(None), type(Ellipsis))
+
+
 def _index_key(index):
-    """An index with Tensors replaced by their values and lists by arrays."""
+    """The index as NumPy reads it, with every advanced part an array of fastad's own."""
     if isinstance(index, tuple):
-        return tuple(_index_key(i) for i in index)
-    if isinstance(index, Tensor):
-        return index.value
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
+        return tuple([_index_part(part) for part in index])
+    return _index_part(index)
+
+
+def _index_part(part):
+    """Tensors become their values; any other sequence (list, tuple inside the index,
+    array.array, range, deque, ...) an array, as NumPy converts it; arrays are copied,
+    since the backward scatters at these positions after the caller may have changed
+    them."""
+    if isinstance(part, Tensor):
+        part = part.value
+    if isinstance(part, np.ndarray) or not (isinstance(part, _BASIC_INDEX)
+                                            or hasattr(part, "__index__")):
+        return np.array(part)
+    return part
 
 
 def _is_advanced(index):
@@ -705,7 +735,7 @@ def _row_labels(shape, index):
         return None
     if not np.array_equal(rows, np.arange(n)) or cols.min() < 0 or cols.max() >= c:
         return None
-    return np.ascontiguousarray(cols, dtype=np.intp)
+    return _own_labels(cols)
 
 
 def getitem(x, index):

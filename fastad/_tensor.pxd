@@ -3,7 +3,7 @@
 import cython
 
 cdef class Tensor:
-    cdef public object value, grad, _node, _made_by, _origin, _sweep, _consumed
+    cdef public object _value, _grad, _node, _made_by, _origin, _sweep, _consumed
     cdef public bint requires_grad
     cdef public Py_ssize_t _modified_at
     cdef object __weakref__

@@ -39,7 +39,28 @@ def to_array(data, dtype=None, copy=False, what="tensor"):
     target = default_dtype(array, what) if dtype is None else float_dtype(dtype, what)
     if copy:
         return np.array(array, dtype=target, order="C", copy=True)
-    return np.require(array, dtype=target, requirements="CAW")
+    result = np.require(array, dtype=target, requirements="CAW")
+    # The caller's array object stays the caller's: what they later do to it
+    # (`X.shape = ...`) must not reach a tensor or a tape, so share memory through a view.
+    return result.view() if result is data else result
+
+
+def _checked_assignment(data, template, what, share_object=False):
+    """`data` as an array fit to replace `template` (a tensor's value or gradient): the
+    same shape (ValueError) and precision (TypeError), in either byte order; a view of
+    it, or a copy where the kernels need another layout. A gradient may keep the
+    caller's object itself (`p.grad is g`, as in PyTorch) and its memory order: what
+    reads it checks its shape first."""
+    array = data if isinstance(data, np.ndarray) else np.asarray(data)
+    if array.dtype.kind != "f" or array.dtype.itemsize != template.dtype.itemsize:
+        raise TypeError(f"{what}: cannot assign {array.dtype} data to a tensor of dtype "
+                        f"{template.dtype}; cast it first (array.astype(np.{template.dtype}))")
+    if array.shape != template.shape:
+        raise ValueError(f"{what}: cannot assign an array of shape {array.shape} to a "
+                         f"tensor of shape {template.shape}")
+    if share_object:
+        return np.require(array, dtype=template.dtype, requirements="AW")
+    return to_array(array, template.dtype, what=what)
 
 
 def check_matches(array, template, what):
@@ -61,18 +82,45 @@ class Tensor:
     Build one with `fa.tensor` or `fa.Parameter`; ops return new Tensors.
     """
 
-    __slots__ = ("value", "requires_grad", "grad", "_node", "_made_by", "_modified_at",
+    __slots__ = ("_value", "requires_grad", "_grad", "_node", "_made_by", "_modified_at",
                  "_origin", "_sweep", "_consumed", "__weakref__")
-    # NumPy defers to Tensor: ndarray + Tensor and ndarray @ Tensor return Tensors.
-    __array_ufunc__ = None
 
     def __init__(self, data, dtype=None, requires_grad=False):
-        self.value = to_array(data, dtype)
+        self._value = to_array(data, dtype)
         self.requires_grad = bool(requires_grad)
-        self.grad = None
+        self._grad = None
         self._node = None
         self._made_by = None  # the vjp of the op that made it (its name is the op's)
         self._modified_at = -1  # the tape clock's reading at its last in-place update
+
+    # --- the two attributes a user may assign, checked like an op's input ----------
+    @property
+    def value(self):
+        """The ndarray (float32 or float64, C-contiguous). Assigning an array of the same
+        shape and precision replaces it (a view of it, or a copy in a layout the kernels
+        accept) and marks the tensor as modified, like an optimizer step."""
+        return self._value
+
+    @value.setter
+    def value(self, data):
+        if data is not self._value:  # `t.value += 1` assigns the same array back
+            self._value = _checked_assignment(data, self._value, "Tensor.value")
+        autograd.mark_modified(self)
+
+    @property
+    def grad(self):
+        """The gradient filled by `backward()` (an ndarray of the tensor's shape and
+        dtype), or None. Assigned values are checked as for `.value`."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, data):
+        if data is not None and data is not self._grad:
+            if not isinstance(data, np.ndarray):
+                raise TypeError(f"Tensor.grad: must be None or an ndarray, got "
+                                f"{type(data).__name__}")
+            data = _checked_assignment(data, self._value, "Tensor.grad", share_object=True)
+        self._grad = data
 
     # --- array facts -----------------------------------------------------------
     @property
@@ -204,6 +252,53 @@ class Tensor:
     def __abs__(self):
         return ops.abs(self)
 
+    # --- in-place operators: updates under no_grad, errors on the tape ------------
+    def __iadd__(self, other):
+        return self._update_in_place("+=", np.add, other)
+
+    def __isub__(self, other):
+        return self._update_in_place("-=", np.subtract, other)
+
+    def __imul__(self, other):
+        return self._update_in_place("*=", np.multiply, other)
+
+    def __itruediv__(self, other):
+        return self._update_in_place("/=", np.true_divide, other)
+
+    def _update_in_place(self, symbol, ufunc, other):
+        """PyTorch's `with no_grad(): p -= lr * p.grad`: write into `.value` and mark the
+        tensor modified. On a tensor the tape tracks, refuse rather than rebind."""
+        if autograd.modes.grad_enabled and (self.requires_grad or self._node is not None):
+            raise RuntimeError(
+                f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
+                f"op) would bypass the tape: write `x = x {symbol[0]} y`, or update it "
+                "inside `with fa.no_grad():`")
+        _, operand, _, _ = ops._operands(symbol, self, other)
+        shape = self._value.shape
+        try:
+            fits = np.broadcast_shapes(shape, np.shape(operand)) == shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{symbol}: an operand of shape {np.shape(operand)} cannot "
+                             f"update a tensor of shape {shape} in place")
+        ufunc(self._value, operand, out=self._value)
+        autograd.mark_modified(self)
+        return self
+
+    # --- NumPy: operators keep the graph, other NumPy functions name fastad's -------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        operator = _NUMPY_OPERATORS.get(ufunc) if method == "__call__" and not kwargs \
+            else None
+        if operator is None:
+            raise TypeError(_numpy_message(ufunc.__name__))
+        return operator(*inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func.__name__ in _FASTAD_NAMES:
+            raise TypeError(_numpy_message(func.__name__))
+        return func(*_plain_all(args), **_plain_all(kwargs))  # no gradient: plain values
+
     # Comparisons give plain boolean arrays; Tensors stay hashable by identity.
     def __hash__(self):
         return id(self) >> 4  # by identity (compiled, a C shift; leaves key the sweep's dicts)
@@ -231,12 +326,56 @@ def _plain(x):
     return x.value if isinstance(x, Tensor) else x
 
 
+def _plain_all(args):
+    """args (a tuple, list or dict, nested) with every Tensor replaced by its value."""
+    if isinstance(args, (tuple, list)):
+        return type(args)(_plain_all(a) for a in args)
+    if isinstance(args, dict):
+        return {k: _plain_all(v) for k, v in args.items()}
+    return _plain(args)
+
+
+def _compare(ufunc):
+    return lambda a, b: ufunc(_plain(a), _plain(b))
+
+
+# NumPy names of fastad functions, for errors that say which one to call instead.
+_FASTAD_NAMES = {"exp": "exp", "log": "log", "sqrt": "sqrt", "absolute": "abs", "abs": "abs",
+                 "tanh": "tanh", "negative": "neg", "add": "add", "subtract": "sub",
+                 "multiply": "mul", "true_divide": "div", "divide": "div", "power": "pow",
+                 "matmul": "matmul", "dot": "dot", "sum": "sum", "mean": "mean", "max": "max",
+                 "amax": "max", "min": "min", "amin": "min", "argmax": "argmax",
+                 "maximum": "maximum", "minimum": "minimum", "clip": "clip",
+                 "log1p": "log1p", "square": "square", "concatenate": "concatenate",
+                 "stack": "stack", "where": "where", "reshape": "reshape",
+                 "transpose": "transpose"}
+
+
+def _numpy_message(name):
+    fastad_name = _FASTAD_NAMES.get(name)
+    plain = f"apply np.{name} to t.value for a plain ndarray (no gradient)"
+    if fastad_name is None:
+        return f"np.{name} does not record on fastad's tape; {plain}"
+    return f"np.{name} does not record on fastad's tape: use fa.{fastad_name}, or {plain}"
+
+
+def _wire_numpy_operators():
+    """The ufuncs NumPy's operators call for `ndarray OP Tensor`: fastad's ops (so the
+    result is a Tensor on the tape), and comparisons on the values (plain bool arrays)."""
+    operators = {np.add: ops.add, np.subtract: ops.sub, np.multiply: ops.mul,
+                 np.true_divide: ops.div, np.power: ops.pow, np.matmul: ops.matmul}
+    for ufunc in (np.equal, np.not_equal, np.less, np.less_equal, np.greater,
+                  np.greater_equal):
+        operators[ufunc] = _compare(ufunc)
+    return operators
+
+
 def make_tensor(value, made_by, node):
     """A Tensor for an op's result (no validation: value is already a proper array)."""
     t = Tensor.__new__(Tensor)
-    t.value = value
+    t._value = value
     t.requires_grad = node is not None
-    t.grad = None
+    t._grad = None
     t._node = node
     t._made_by = made_by
     t._modified_at = -1
@@ -267,3 +406,5 @@ class Parameter(Tensor):
 
 from . import _autograd as autograd  # noqa: E402  (circular: ops build Tensors)
 from . import _ops as ops  # noqa: E402
+
+_NUMPY_OPERATORS = _wire_numpy_operators()
