@@ -390,6 +390,8 @@ def index_sequence_cases():
         "tuple-in-tuple": ((3,), "((1, 1, 0),)", [1, 1, 0], [1, 2, 0]),
         "range": ((3,), "range(-3, 0)", [0, 1, 2], [1, 1, 1]),
         "bool-deque": ((3,), "collections.deque([True, False, True])", [0, 2], [1, 0, 1]),
+        "empty-list": ((3,), "[]", [], [0, 0, 0]),   # NumPy reads an empty sequence as intp
+        "empty-deque": ((3,), "collections.deque()", [], [0, 0, 0]),
         "array.array-i-and-slice": ((3, 2), "(array.array('i', [2, 2]), slice(None))", [2, 2],
                                     [[0, 0], [0, 0], [2, 2]]),
     }
@@ -451,6 +453,10 @@ def grad_result_cases():
              "try:\n    gh *= 0\nexcept ValueError:\n    pass\ngw = fa.grad(loss, w)", None,
              check="np.allclose(gh, 2 * s) and "
                    "np.allclose(gw, x.value.T @ (2 * s * s * (1 - s)))"),
+        Case("grad-result-made-writeable", GRAD_GRAPH,
+             "try:\n    gh.flags.writeable = True\n    gh *= 0\nexcept ValueError:\n    pass\n"
+             "again = fa.grad(loss, h, retain_graph=True)", None,
+             check="np.allclose(again, 2 * s)", modifies=("gh",)),
         Case("grad-attribute-is-writeable", "w = P((3, 2)); x = T((4, 3)); loss = fa.sum(x @ w)",
              "loss.backward()\nw.grad *= 2", None,
              check="np.allclose(w.grad, 2 * x.value.T @ np.ones((4, 2)))"),
