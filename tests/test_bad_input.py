@@ -428,6 +428,12 @@ def inplace_cases():
              ("(3,)", "(4,)")),
         Case("inplace-stamps-the-parameter", "p = P((3,)); y = fa.sum(p * p)",
              "with fa.no_grad():\n    p += 1\ny.backward()", RuntimeError, modifies=("p",)),
+        # a view or detached copy shares the Parameter's memory: updating it must stamp
+        # the Parameter (or be refused), or y's gradient silently uses the new values
+        *[Case(f"inplace-{name}-of-parameter",
+               f"p = P((3,)); y = fa.sum(p * p)\nwith fa.no_grad():\n    v = {make}",
+               "v += 1\ny.backward()", RuntimeError, modifies=("p", "v"))
+          for name, make in [("view", "p[...]"), ("detached", "p.detach()")]],
         Case("inplace-sgd-under-no-grad", "p = P((3,)); p.grad = A((3,)); p0 = p.value.copy(); q = p",
              "with fa.no_grad():\n    p -= 0.1 * p.grad", None,
              check="p is q and np.allclose(p.value, p0 - 0.1 * p.grad)", modifies=("p", "q")),

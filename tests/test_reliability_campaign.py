@@ -1341,17 +1341,25 @@ INPLACE = {"+=": (operator.iadd, np.add), "-=": (operator.isub, np.subtract),
            "*=": (operator.imul, np.multiply), "/=": (operator.itruediv, np.divide)}
 
 
+# Tensors that share a Parameter's memory without being on its tape: updating one in
+# place changes the Parameter, so the tapes that saved the Parameter must refuse to sweep
+# (as PyTorch's shared version counter does), unless the update itself is refused.
+SHARING_KINDS = {"view": lambda p: p[...], "detached": lambda p: p.detach()}
+
+
 def _inplace_target(kind, array):
-    """A data tensor, a Parameter, a result recorded on the tape, or an unrecorded one."""
+    """(the tensor to update, the Parameter whose tapes it affects or None): a data
+    tensor, a Parameter, a result recorded on the tape, an unrecorded one, or a view or
+    detached copy of a Parameter made under no_grad."""
     if kind == "data":
-        return fa.tensor(array)
+        return fa.tensor(array), None
     p = fa.Parameter(array)
     if kind == "param":
-        return p
+        return p, p
     if kind == "result":
-        return p * 1.0
+        return p * 1.0, None
     with fa.no_grad():
-        return p * 1.0
+        return (SHARING_KINDS[kind](p), p) if kind in SHARING_KINDS else (p * 1.0, None)
 
 
 @st.composite
@@ -1360,9 +1368,10 @@ def inplace_cases(draw):
     shape = draw(shapes(max_dims=2))
     other_shape = draw(st.sampled_from([shape, shape, shape[1:], (), (2,) + shape, (3,)]))
     other = None if draw(st.integers(0, 9)) == 0 else draw(other_operands(other_shape, dtype))
+    kinds = ["data", "param", "param", "result", "unrecorded", *SHARING_KINDS]
     return dict(dtype=dtype, shape=shape, symbol=draw(st.sampled_from(sorted(INPLACE))),
-                kind=draw(st.sampled_from(["data", "param", "param", "result", "unrecorded"])),
-                no_grad=draw(st.booleans()), other=other, stale=draw(st.booleans()),
+                kind=draw(st.sampled_from(kinds)), no_grad=draw(st.booleans()), other=other,
+                stale=draw(st.booleans()),
                 array=in_layout(draw(layouts), values(draw(seeds), shape, dtype)))
 
 
@@ -1384,14 +1393,16 @@ def inplace_mistakes(case, shape):
 
 @given(inplace_cases())
 def prop_inplace(case):
-    """`t op= y` on data tensors, Parameters and results, under no_grad or not, with every
-    kind of operand: .value updated in place and the same Tensor returned, or the
-    contract's exception with nothing changed; an updated Parameter is stamped."""
+    """`t op= y` on data tensors, Parameters, results and views of Parameters, under
+    no_grad or not, with every kind of operand: .value updated in place and the same
+    Tensor returned, or the contract's exception with nothing changed; an updated
+    Parameter (directly or through a view) is stamped, so older tapes refuse to sweep."""
     CASES[0] += 1
-    dtype, other = case["dtype"], case["other"]
-    t = _inplace_target(case["kind"], case["array"])
+    dtype, other, kind = case["dtype"], case["other"], case["kind"]
+    t, base = _inplace_target(kind, case["array"])
     value, before = t.value, t.value.copy()
-    stale = fa.sum(t * t) if case["stale"] and case["kind"] == "param" else None
+    stale = fa.sum(base * base) if base is not None and (case["stale"] or base is not t) \
+        else None
     operand = t if other is None else other.passed
     in_place, ufunc = INPLACE[case["symbol"]]
     snapshot = _snapshot([other] if other is not None else [])
@@ -1401,20 +1412,30 @@ def prop_inplace(case):
             return in_place(t, operand)
 
     mistakes = inplace_mistakes(case, t.shape)
+    if kind in SHARING_KINDS:  # refusing to update a Parameter's memory is fine too
+        mistakes = {**mistakes, RuntimeError: ()} if mistakes else mistakes
     with np.errstate(all="ignore"):
         if mistakes:
             expect_one_of(call, mistakes)
+            result = None
+        else:
+            expected = ufunc(before, before if other is None else other.plain).astype(dtype)
+            try:
+                result = call()
+            except RuntimeError:
+                if kind not in SHARING_KINDS:
+                    raise
+                result = None
+        if result is None:
             assert t.value is value
             np.testing.assert_array_equal(t.value, before, err_msg="changed by a refused op")
         else:
-            expected = ufunc(before, before if other is None else other.plain).astype(dtype)
-            result = call()
             assert result is t, f"{case['symbol']} returned another object: {result!r}"
             assert t.value is value, f"{case['symbol']} replaced .value instead of updating it"
             assert_matches(t.value, expected, dtype, f"{case['symbol']} value")
             if stale is not None:
                 expect_one_of(stale.backward, {RuntimeError: ()})
-            if case["kind"] == "param":  # a new tape sees the new value
+            if kind == "param":  # a new tape sees the new value
                 assert_matches(fa.grad(fa.sum(t * t), t), 2 * t.value.astype(np.float64),
                                dtype, "the gradient after the update")
     _assert_unmodified(snapshot)
