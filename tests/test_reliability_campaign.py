@@ -1096,7 +1096,7 @@ def _assign(t, attribute, obj):
     assert isinstance(held, np.ndarray), f".{attribute} holds a {type(held).__name__}"
     assert attribute == "grad" or held is not obj, ".value is the caller's array object"
     assert held.dtype == t.dtype and held.shape == t.shape, f".{attribute}: {held.dtype} {held.shape}"
-    # (a non-contiguous .grad may be kept: the bad-input table pins that it is copied)
+    # (a non-contiguous .grad may be kept as the caller's object, as the README says)
     assert (held.flags.c_contiguous or attribute == "grad") and held.flags.aligned \
         and held.flags.writeable, f".{attribute} is not a proper array:\n{held.flags}"
     np.testing.assert_array_equal(held, accepted, err_msg=f".{attribute} values")
