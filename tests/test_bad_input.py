@@ -436,6 +436,14 @@ def inplace_cases():
                f"p = P((3,)); y = fa.sum(p * p)\nwith fa.no_grad():\n    v = {make}",
                "v += 1\ny.backward()", RuntimeError, modifies=("p", "v"))
           for name, make in [("view", "p[...]"), ("detached", "p.detach()")]],
+        # Python falls back to `p = p ** 2` without __ipow__: update in place or raise
+        *[Case(f"inplace-{name}-keeps-the-parameter",
+               "p = P((3, 3)); p0 = p.value.copy(); e = A((3, 3)); q = p",
+               f"try:\n    with fa.no_grad():\n        p {symbol} e\n"
+               "except (TypeError, RuntimeError):\n    pass", None,
+               check=f"p is q and (np.allclose(p.value, {numpy}, equal_nan=True) or "
+                     "np.array_equal(p.value, p0))", modifies=("p", "q"))
+          for name, symbol, numpy in [("pow", "**=", "p0 ** e"), ("matmul", "@=", "p0 @ e")]],
         Case("inplace-sgd-under-no-grad", "p = P((3,)); p.grad = A((3,)); p0 = p.value.copy(); q = p",
              "with fa.no_grad():\n    p -= 0.1 * p.grad", None,
              check="p is q and np.allclose(p.value, p0 - 0.1 * p.grad)", modifies=("p", "q")),

@@ -1186,12 +1186,12 @@ CALLER_CHANGES = {
 }
 
 
-def change(X, how):
-    """Apply CALLER_CHANGES[how] to X; False when NumPy refuses it for X's layout."""
+def change(X, how, changes=CALLER_CHANGES):
+    """Apply changes[how] to X; False when NumPy refuses it for X's layout."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # setting strides (NumPy 2.4)
-            CALLER_CHANGES[how](X)
+            changes[how](X)
         return True
     except (AttributeError, ValueError, TypeError):
         return False
@@ -1254,6 +1254,62 @@ def prop_caller_arrays(case):
             assert_matches(g, expected[id(t)], dtype, f"{case['op']}: gradient of operand {i}")
         if leaf is not None:
             np.testing.assert_array_equal(leaf.value, X0, err_msg="the change reached the tensor")
+
+
+def _label_reference(op, x, y, s):
+    """(value, dx) of the label-reading ops for scores x (n, c) and labels y."""
+    n, c = x.shape
+    rows = np.arange(n)
+    if op in ("gather", "getitem"):
+        index = (rows, y) if op == "gather" else y
+        g = np.zeros_like(x)
+        np.add.at(g, index, s)
+        return x[index], g
+    log_p = _log_softmax(x, -1) if op == "cross_entropy" else x
+    picked = np.zeros_like(x)
+    picked[rows, y] = 1
+    dx = (_softmax(x, -1) - picked) * s / n if op == "cross_entropy" else -picked * s / n
+    return -log_p[rows, y].mean(), dx
+
+
+LABEL_OPS = {  # op: the call with scores x and the caller's label/index array y
+    "cross_entropy": lambda x, y: fa.cross_entropy(x, y),
+    "nll_loss": lambda x, y: fa.nll_loss(x, y),
+    "gather": lambda x, y: x[np.arange(x.shape[0]), y],   # the kernel gather
+    "getitem": lambda x, y: x[y],                          # rows, repeated
+}
+LABEL_CHANGES = {**CALLER_CHANGES,
+                 "write": lambda y: y.__setitem__(Ellipsis, np.iinfo(y.dtype).max),
+                 "write-negative": lambda y: y.__setitem__(Ellipsis, np.iinfo(y.dtype).min)}
+
+
+@st.composite
+def caller_label_cases(draw):
+    n, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    op = draw(st.sampled_from(sorted(LABEL_OPS)))
+    labels = np.random.default_rng(draw(seeds)).integers(0, n if op == "getitem" else c, n)
+    return dict(dtype=draw(dtypes), n=n, c=c, op=op,
+                labels=in_layout(draw(layouts), labels.astype(draw(st.sampled_from(
+                    [np.int64, np.int32, np.intp, np.uint8])))),
+                change=draw(st.sampled_from(sorted(LABEL_CHANGES))), seed=draw(seeds))
+
+
+@given(caller_label_cases())
+def prop_caller_labels(case):
+    """Labels and index arrays changed by the caller after the forward (written out of
+    range, reshaped, retyped) never reach the backward, whose kernels write at the
+    positions they give: the gradients are those of the forward's labels."""
+    CASES[0] += 1
+    dtype, op, y = case["dtype"], case["op"], case["labels"]
+    y0 = y.astype(np.intp)
+    x = fa.Parameter(values(case["seed"], (case["n"], case["c"]), dtype))
+    x0 = x.value.astype(np.float64)
+    out = LABEL_OPS[op](x, y)
+    change(y, case["change"], LABEL_CHANGES)
+    s = values(case["seed"] + 1, out.shape, dtype, positive=True)
+    value, dx = _label_reference(op, x0, y0, s)
+    assert_matches(out.value, value, dtype, f"{op} value")
+    assert_matches(fa.grad(out, x, seed=s), dx, dtype, f"{op} gradient")
 
 
 # --- any sequence as an index ----------------------------------------------------------
@@ -1339,6 +1395,9 @@ def prop_index_sequences(case):
 
 INPLACE = {"+=": (operator.iadd, np.add), "-=": (operator.isub, np.subtract),
            "*=": (operator.imul, np.multiply), "/=": (operator.itruediv, np.divide)}
+# Augmented assignments outside the contract's four: Python falls back to `t = t ** y`,
+# a silent rebind that leaves the parameter unchanged; either update in place or raise.
+OTHER_INPLACE = {"**=": (operator.ipow, np.power), "@=": (operator.imatmul, np.matmul)}
 
 
 # Tensors that share a Parameter's memory without being on its tape: updating one in
@@ -1369,7 +1428,8 @@ def inplace_cases(draw):
     other_shape = draw(st.sampled_from([shape, shape, shape[1:], (), (2,) + shape, (3,)]))
     other = None if draw(st.integers(0, 9)) == 0 else draw(other_operands(other_shape, dtype))
     kinds = ["data", "param", "param", "result", "unrecorded", *SHARING_KINDS]
-    return dict(dtype=dtype, shape=shape, symbol=draw(st.sampled_from(sorted(INPLACE))),
+    symbols = sorted(INPLACE) * 4 + sorted(OTHER_INPLACE)
+    return dict(dtype=dtype, shape=shape, symbol=draw(st.sampled_from(symbols)),
                 kind=draw(st.sampled_from(kinds)), no_grad=draw(st.booleans()), other=other,
                 stale=draw(st.booleans()),
                 array=in_layout(draw(layouts), values(draw(seeds), shape, dtype)))
@@ -1404,13 +1464,17 @@ def prop_inplace(case):
     stale = fa.sum(base * base) if base is not None and (case["stale"] or base is not t) \
         else None
     operand = t if other is None else other.passed
-    in_place, ufunc = INPLACE[case["symbol"]]
+    in_place, ufunc = {**INPLACE, **OTHER_INPLACE}[case["symbol"]]
     snapshot = _snapshot([other] if other is not None else [])
 
     def call():
         with fa.no_grad() if case["no_grad"] else contextlib.nullcontext():
             return in_place(t, operand)
 
+    if case["symbol"] in OTHER_INPLACE:
+        _update_or_refuse(call, t, ufunc, other)
+        _assert_unmodified(snapshot)
+        return
     mistakes = inplace_mistakes(case, t.shape)
     if kind in SHARING_KINDS:  # refusing to update a Parameter's memory is fine too
         mistakes = {**mistakes, RuntimeError: ()} if mistakes else mistakes
@@ -1441,6 +1505,22 @@ def prop_inplace(case):
     _assert_unmodified(snapshot)
 
 
+def _update_or_refuse(call, t, ufunc, other):
+    """`t op= y` for an op outside the contract: t itself, updated as NumPy would (the
+    result must keep t's shape), or an exception with t unchanged; never another object."""
+    value, before = t.value, t.value.copy()
+    with np.errstate(all="ignore"):
+        try:
+            result = call()
+        except (TypeError, ValueError, RuntimeError):
+            assert t.value is value
+            np.testing.assert_array_equal(t.value, before, err_msg="changed by a refused op")
+            return
+        assert result is t, f"rebound to another object (t was left unchanged): {result!r}"
+        expected = ufunc(before, before if other is None else other.plain)
+        assert_matches(t.value, expected.astype(t.dtype), t.dtype, "in-place value")
+
+
 LEAVES = ["w1", "b1", "w2"]
 GRAD_NAMES = LEAVES + ["h", "logits"]
 ATTACKS = {
@@ -1451,11 +1531,19 @@ ATTACKS = {
 }
 
 
+# Ways around the read-only flag: they may raise, or work on an array that is then the
+# caller's own; either way a later result must not change.
+ESCAPES = {
+    "writeable-flag": lambda g: (setattr(g.flags, "writeable", True), g.fill(0)),
+    "base": lambda g: g.base.fill(0) if isinstance(g.base, np.ndarray) else None,
+}
+
+
 @st.composite
 def grad_result_cases(draw):
     asks = st.tuples(st.just("grad"), st.lists(st.sampled_from(GRAD_NAMES), min_size=1,
                                                 max_size=3),
-                     st.sampled_from(sorted(ATTACKS) + ["writeable-flag"]))
+                     st.sampled_from(sorted(ATTACKS) + sorted(ESCAPES)))
     return dict(dtype=draw(dtypes), sizes=tuple(draw(st.integers(1, 4)) for _ in range(4)),
                 steps=draw(st.lists(st.one_of(asks, asks, st.just(("backward",))),
                                     min_size=1, max_size=4)))
@@ -1496,13 +1584,11 @@ def prop_grad_results(case):
         got = fa.grad(loss, [t[k] for k in names], retain_graph=True)
         for name, g in zip(names, got):
             assert_matches(g, expected[name], dtype, f"fa.grad of {name}")
-            if attack == "writeable-flag":
+            if attack in ESCAPES:
                 try:
-                    g.flags.writeable = True
+                    ESCAPES[attack](g)
                 except ValueError:
                     returned.append((name, g))
-                    continue
-                g[...] = 0   # the caller's own copy now: later results must not see it
             else:
                 expect_one_of(lambda: ATTACKS[attack](g), {ValueError: ()})
                 returned.append((name, g))
@@ -1525,7 +1611,7 @@ FAMILIES = {
     "grad": [prop_grad],
     "fan_out": [prop_fan_out],
     "attributes": [prop_attributes],
-    "caller_arrays": [prop_caller_arrays],
+    "caller_arrays": [prop_caller_arrays, prop_caller_labels],
     "index_sequences": [prop_index_sequences],
     "inplace": [prop_inplace, prop_grad_results],
 }
