@@ -2,12 +2,14 @@
 op and the offending shapes or dtypes, and leaves its arguments exactly as they were.
 
 Each case is a few lines of source: `setup` builds the arguments (helpers below), `call`
-is the wrong call. A few rows are the right call next to a wrong one that used to reach a
-kernel (a byte-swapped `.value`, a sequence index): they expect no exception and a
-`check` (computed with NumPy) to hold afterwards. Many reach a compiled kernel (matmul, the bias add, sigmoid, softmax,
+is the wrong call. Many reach a compiled kernel (matmul, the bias add, sigmoid, softmax,
 log_softmax, cross_entropy, nll_loss, the label gather), which would get bad pointers if
 a Python check were missing, so the cases run in a child process: a crash there fails
 the case that was running (and the ones after it) instead of killing pytest.
+
+A few rows are the right call next to a wrong one that used to reach a kernel or give a
+wrong answer (a byte-swapped `.value`, a sequence index, an update under no_grad): they
+expect no exception and a `check` (computed with NumPy) to hold afterwards.
 """
 import json
 import os
@@ -444,7 +446,8 @@ def inplace_cases():
                check=f"p is q and (np.allclose(p.value, {numpy}, equal_nan=True) or "
                      "np.array_equal(p.value, p0))", modifies=("p", "q"))
           for name, symbol, numpy in [("pow", "**=", "p0 ** e"), ("matmul", "@=", "p0 @ e")]],
-        Case("inplace-sgd-under-no-grad", "p = P((3,)); p.grad = A((3,)); p0 = p.value.copy(); q = p",
+        Case("inplace-sgd-under-no-grad",
+             "p = P((3,)); p.grad = A((3,)); p0 = p.value.copy(); q = p",
              "with fa.no_grad():\n    p -= 0.1 * p.grad", None,
              check="p is q and np.allclose(p.value, p0 - 0.1 * p.grad)", modifies=("p", "q")),
         Case("inplace-data-tensor", "t = T((3,)); t0 = t.value.copy(); u = t",

@@ -1095,7 +1095,7 @@ def _assign(t, attribute, obj):
     held = getattr(t, attribute)
     assert isinstance(held, np.ndarray), f".{attribute} holds a {type(held).__name__}"
     assert attribute == "grad" or held is not obj, ".value is the caller's array object"
-    assert held.dtype == t.dtype and held.shape == t.shape, f".{attribute}: {held.dtype} {held.shape}"
+    assert (held.dtype, held.shape) == (t.dtype, t.shape), f"{held.dtype} {held.shape}"
     # (a non-contiguous .grad may be kept as the caller's object, as the README says)
     assert (held.flags.c_contiguous or attribute == "grad") and held.flags.aligned \
         and held.flags.writeable, f".{attribute} is not a proper array:\n{held.flags}"
