@@ -375,10 +375,9 @@ def _unused_reason(key, sweep):
 
 def _read_only(buffer):
     """A view of one of the sweep's buffers that the caller cannot write through, so no
-    later result of the same sweep can be changed by changing this one."""
-    view = np.asarray(buffer).view()  # (a 0-d result may be a NumPy scalar)
-    view.flags.writeable = False
-    return view
+    later result of the same sweep can be changed by changing this one. It is made from
+    a read-only buffer export, so not even `view.flags.writeable = True` unlocks it."""
+    return np.asarray(memoryview(np.asarray(buffer)).toreadonly())
 
 
 def backward(output, seed=None, retain_graph=False):

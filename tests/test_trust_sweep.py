@@ -168,6 +168,8 @@ def test_gradients_from_fa_grad_cannot_be_written():
     np.testing.assert_array_equal(gw, 18 * w.value)
     with pytest.raises(ValueError):
         gw[...] = 123
+    with pytest.raises(ValueError):
+        gw.flags.writeable = True
     loss.backward()
     np.testing.assert_array_equal(w.grad, 18 * w.value)
     w.grad[...] = 0  # .grad is the caller's own
