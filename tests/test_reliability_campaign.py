@@ -1033,15 +1033,20 @@ def assignments(draw, shape, dtype):
 
 @st.composite
 def attribute_cases(draw):
+    """An op on x (a Parameter or a data tensor) and maybe a partner Parameter p, after
+    up to three assignments to their `.value` and `.grad`."""
     dtype = draw(dtypes)
     shape = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    op = draw(st.sampled_from(sorted(ATTR_OPS)))
+    partner_shape = ATTR_OPS[op][0]
+    shapes_ = {"x": shape, **({"p": partner_shape(*shape)} if partner_shape else {})}
     form = draw(st.sampled_from(["param", "param", "data"]))
-    value = draw(st.one_of(st.none(), assignments(shape, dtype), assignments(shape, dtype)))
-    grad = None if form == "data" else draw(st.one_of(
-        st.none(), assignments(shape, dtype), assignments(shape, dtype)))
-    return dict(dtype=dtype, shape=shape, form=form, value=value, grad=grad,
-                op=draw(st.sampled_from(sorted(ATTR_OPS))), stale=draw(st.booleans()),
-                seed=draw(seeds))
+    targets = [(name, attribute) for name in shapes_ for attribute in ("value", "grad")
+               if (name, attribute) != ("x", "grad") or form == "param"]
+    assigned = [(name, attribute, draw(assignments(shapes_[name], dtype)))
+                for name, attribute in draw(st.lists(st.sampled_from(targets), max_size=3))]
+    return dict(dtype=dtype, shape=shape, form=form, op=op, assigned=assigned,
+                stale=draw(st.booleans()), seed=draw(seeds))
 
 
 def _dtype_names(d):
@@ -1110,54 +1115,61 @@ def _assign(t, attribute, obj):
 def prop_attributes(case):
     """Assign `.value` and `.grad` (anything), then an op, backward and an SGD step: the
     contract's exception at the assignment, or NumPy's values and gradients for the
-    accepted arrays; arrays fastad had to copy are never written."""
+    accepted arrays; a tape recorded before an accepted `.value` refuses to sweep; arrays
+    fastad had to copy are never written, and a `.value` holding a view writes through."""
     CASES[0] += 1
     dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
     partner_shape, forward, reference = ATTR_OPS[case["op"]]
     x_values = values(seed, shape, dtype)
-    x = fa.Parameter(x_values) if case["form"] == "param" else fa.tensor(x_values.copy())
-    p = fa.Parameter(values(seed + 1, partner_shape(*shape), dtype)) if partner_shape else None
-    stale = fa.sum(x * x) if case["stale"] and x.requires_grad else None
+    tensors = {"x": fa.Parameter(x_values) if case["form"] == "param" else
+               fa.tensor(x_values.copy())}
+    if partner_shape:
+        tensors["p"] = fa.Parameter(values(seed + 1, partner_shape(*shape), dtype))
+    # per tensor: the values NumPy computes with, the .grad backward adds to, a viewed array
+    state = {name: dict(value=t.value.copy(), grad=np.zeros(t.shape), viewed=None)
+             for name, t in tensors.items()}
+    params = [t for t in tensors.values() if t.requires_grad]
+    stale = sum((fa.sum(t * t) for t in params[1:]), fa.sum(params[0] * params[0])) \
+        if case["stale"] and params else None
     copied = []  # assigned arrays fastad must have copied: never written
-    viewed = None  # an assigned array .value holds a view of
-    grad_before = np.zeros(shape)
-    for attribute in ("value", "grad"):
-        obj = case[attribute]
-        if obj is None:
-            continue
-        accepted = _assign(x, attribute, obj)
+    for name, attribute, obj in case["assigned"]:
+        t = tensors[name]
+        accepted = _assign(t, attribute, obj)
         if isinstance(obj, np.ndarray) and (accepted is None or not held_as_is(obj, dtype,
                                                                                  attribute)):
             copied.append((obj, obj.copy()))
-        if accepted is not None and attribute == "value":
-            x_values = accepted
-            viewed = obj if proper(obj, dtype) else None
-            if stale is not None:   # a tape recorded before the assignment
-                expect_one_of(stale.backward, {RuntimeError: ()})
-        elif accepted is not None:
-            grad_before = accepted
+        if accepted is not None:
+            state[name][attribute] = accepted
+            if attribute == "value":
+                state[name]["viewed"] = obj if proper(obj, dtype) else None
+                if t.requires_grad and stale is not None:   # recorded before: refused
+                    expect_one_of(stale.backward, {RuntimeError: ()})
+    x, p = tensors["x"], tensors.get("p")
     with np.errstate(all="ignore"):
         out = forward(x, p)
         s = values(seed + 2, out.shape, dtype, positive=True)
-        p_values = None if p is None else p.value.copy()
-        value, dx, dp = reference(x_values.astype(np.float64),
-                                  None if p is None else p_values.astype(np.float64), s)
+        value, dx, dp = reference(state["x"]["value"].astype(np.float64),
+                                  None if p is None else state["p"]["value"].astype(np.float64),
+                                  s)
         assert_matches(out.value, value, dtype, f"{case['op']} value")
-        params = [t for t in (x, p) if t is not None and t.requires_grad]
         if not params:
             return
         out.backward(seed=s)
-        expected = [(x, grad_before + dx, x_values), (p, dp, p_values)]
-        expected = [(t, g, v) for t, g, v in expected if t is not None and t.requires_grad]
-        for i, (t, g, _) in enumerate(expected):
-            assert_matches(t.grad, g, dtype, f"{case['op']}: .grad of operand {i}")
+        for name, g in (("x", dx), ("p", dp)):
+            if name in tensors and tensors[name].requires_grad:
+                state[name]["grad"] = state[name]["grad"] + g
+                assert_matches(tensors[name].grad, state[name]["grad"], dtype, f"{name}.grad")
         fa.optim.SGD(params, lr=0.5).step()
-        for i, (t, g, v) in enumerate(expected):
-            assert_matches(t.value, v - 0.5 * g.astype(dtype), dtype, f"step of operand {i}")
+        for name, t in tensors.items():
+            if t.requires_grad:
+                expected = state[name]["value"] - 0.5 * state[name]["grad"].astype(dtype)
+                assert_matches(t.value, expected, dtype, f"{name} after the step")
     for array, before in copied:
         np.testing.assert_array_equal(array, before, err_msg="a copied array was written")
-    if viewed is not None:
-        np.testing.assert_array_equal(viewed, x.value, err_msg="a view was not updated")
+    for name, t in tensors.items():
+        if state[name]["viewed"] is not None:
+            np.testing.assert_array_equal(state[name]["viewed"], t.value,
+                                          err_msg=f"{name}.value's view was not updated")
 
 
 # --- the caller's array object, changed after the forward ------------------------------------
