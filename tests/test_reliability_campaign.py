@@ -56,7 +56,7 @@ EXAMPLES = {
     "grad": 300,
     "fan_out": 300,
     "attributes": 600,
-    "caller_arrays": 500,
+    "caller_arrays": 600,
     "index_sequences": 600,
     "inplace": 600,
 }
@@ -1268,6 +1268,45 @@ def prop_caller_arrays(case):
             np.testing.assert_array_equal(leaf.value, X0, err_msg="the change reached the tensor")
 
 
+@st.composite
+def caller_grad_cases(draw):
+    # (not strides-zero: adding into a self-overlapping .grad is undefined in NumPy too)
+    changes = sorted(set(CALLER_CHANGES) - {"strides-zero"})
+    return dict(dtype=draw(dtypes), shape=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+                layout=draw(layouts), change=draw(st.sampled_from(changes)),
+                before=draw(st.sampled_from(["backward", "step"])), seed=draw(seeds))
+
+
+@given(caller_grad_cases())
+def prop_caller_grads(case):
+    """`p.grad = g` may keep g itself, so the caller can still change g's shape, dtype,
+    strides or memory: backward then adds into what p.grad reads, and the SGD step uses
+    what p.grad reads, or either raises a clear error; neither reads past a buffer, and
+    the step never leaves p with another shape or dtype."""
+    CASES[0] += 1
+    dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
+    p = fa.Parameter(values(seed, shape, dtype))
+    p.grad = in_layout(case["layout"], values(seed + 1, shape, dtype))
+    loss = fa.sum(fa.sigmoid(p))
+    y = _sigmoid(p.value.astype(np.float64))
+    errors = (ValueError, TypeError, RuntimeError)
+    with np.errstate(all="ignore"):
+        try:
+            if case["before"] == "backward":
+                change(p.grad, case["change"])
+            read = np.array(p.grad, dtype=np.float64)
+            loss.backward()
+            assert_matches(p.grad, read + y * (1 - y), p.grad.dtype, "p.grad after backward")
+            if case["before"] == "step":
+                change(p.grad, case["change"])
+            read, before = np.array(p.grad, dtype=np.float64), p.value.copy()
+            fa.optim.SGD([p], lr=0.5).step()
+        except errors:
+            return
+    assert (p.shape, p.dtype) == (shape, dtype), f"the step made p {p.dtype} {p.shape}"
+    assert_matches(p.value, before - 0.5 * read, dtype, "p after the step")
+
+
 def _label_reference(op, x, y, s):
     """(value, dx) of the label-reading ops for scores x (n, c) and labels y."""
     n, c = x.shape
@@ -1623,7 +1662,7 @@ FAMILIES = {
     "grad": [prop_grad],
     "fan_out": [prop_fan_out],
     "attributes": [prop_attributes],
-    "caller_arrays": [prop_caller_arrays, prop_caller_labels],
+    "caller_arrays": [prop_caller_arrays, prop_caller_labels, prop_caller_grads],
     "index_sequences": [prop_index_sequences],
     "inplace": [prop_inplace, prop_grad_results],
 }
