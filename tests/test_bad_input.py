@@ -363,6 +363,32 @@ def attribute_cases():
     ]
 
 
+def optimizer_cases():
+    """Hyperparameters and state buffers changed between steps are checked at the next
+    step (SPEC "Training"): a clear error before any parameter changes, never a kernel
+    reading a buffer of another size or dtype."""
+    sgd = ("p = P((300, 200)); p.grad = A((300, 200)); "
+           "opt = fa.optim.SGD([p], lr=0.1, momentum={momentum}); opt.step()")
+    adam = "p = P((300, 200)); p.grad = A((300, 200)); opt = fa.optim.Adam([p]); opt.step()"
+    changes = {  # name: (setup, the change, error)
+        "momentum-buffer-short": (sgd, "opt.momentum_buffers[0] = np.ones(3)", ValueError),
+        "momentum-buffer-float16": (sgd, "opt.momentum_buffers[0] = np.ones((300, 200), "
+                                         "np.float16)", TypeError),
+        "momentum-buffer-list": (sgd, "opt.momentum_buffers[0] = [0.0] * 3", TypeError),
+        "exp-avg-int": (adam, "opt.exp_avgs[0] = np.ones((300, 200), np.int64)", TypeError),
+        "exp-avg-sq-short": (adam, "opt.exp_avg_sqs[0] = np.ones(3)", ValueError),
+        "lr-negative": (sgd, "opt.lr = -1.0", ValueError),
+        "lr-nan": (sgd, "opt.lr = float('nan')", ValueError),
+        "momentum-negative": (sgd, "opt.momentum = -0.5", ValueError),
+        "nesterov-without-momentum": (sgd.replace("{momentum}", "0.0"), "opt.nesterov = True",
+                                      ValueError),
+        "betas-out-of-range": (adam, "opt.betas = (1.0, 0.999)", ValueError),
+    }
+    return [Case(f"optimizer-{name}", setup.replace("{momentum}", "0.9"),
+                 f"{change}\nopt.step()", error)
+            for name, (setup, change, error) in changes.items()]
+
+
 def caller_array_cases():
     """What the caller does to its array object after the forward (a new shape or dtype)
     never reaches the tape: the backward still calls BLAS with the forward's dims."""
@@ -501,7 +527,7 @@ def numpy_function_cases():
 
 
 CASES = (shape_cases() + label_cases() + gather_cases() + dtype_cases() + misc_cases()
-         + attribute_cases() + caller_array_cases() + index_sequence_cases() + inplace_cases()
+         + attribute_cases() + optimizer_cases() + caller_array_cases() + index_sequence_cases() + inplace_cases()
          + grad_result_cases() + numpy_function_cases())
 assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
 

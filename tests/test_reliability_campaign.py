@@ -56,6 +56,7 @@ EXAMPLES = {
     "grad": 300,
     "fan_out": 300,
     "attributes": 600,
+    "optimizer_state": 400,
     "caller_arrays": 600,
     "index_sequences": 600,
     "inplace": 600,
@@ -1172,6 +1173,130 @@ def prop_attributes(case):
                                           err_msg=f"{name}.value's view was not updated")
 
 
+# --- optimizer hyperparameters and state buffers, changed between steps ----------------------
+
+OPTIMIZERS = {  # name: (class, hyperparameters, state buffer lists)
+    "sgd": (fa.optim.SGD, dict(lr=0.1, momentum=0.0, weight_decay=0.01, nesterov=False), ()),
+    "sgd-momentum": (fa.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01,
+                                        nesterov=False), ("momentum_buffers",)),
+    "sgd-nesterov": (fa.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.0,
+                                        nesterov=True), ("momentum_buffers",)),
+    "adam": (fa.optim.Adam, dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01),
+             ("exp_avgs", "exp_avg_sqs")),
+}
+HYPER_VALUES = {  # hyperparameter: values to set (the constructor says which are valid)
+    "lr": [0.0, 0.5, 2, np.float32(0.05), True, -0.1, np.nan, np.inf, "fast", None, [0.1]],
+    "momentum": [0.0, 0.5, 0.99, -0.5, np.nan, "0.9", None],
+    "weight_decay": [0.0, 0.1, -1.0, np.nan, None],
+    "nesterov": [True, False, 0, 1],
+    "eps": [1e-6, 0.0, -1e-8, np.nan, None],
+    "betas": [(0.5, 0.9), (0.0, 0.0), (1.0, 0.9), (0.9, -0.1), (0.9,), None],
+}
+
+
+@st.composite
+def optimizer_cases(draw):
+    name = draw(st.sampled_from(sorted(OPTIMIZERS)))
+    cls, hyper, buffers = OPTIMIZERS[name]
+    dtype = draw(dtypes)
+    shapes_ = [draw(shapes(1, 2, 1, 4)) for _ in range(2)]
+    changeable = sorted(h for h in hyper if h != "momentum" or hyper["momentum"])
+    if buffers and draw(st.booleans()):
+        which, i = draw(st.sampled_from(buffers)), draw(st.integers(0, 1))
+        change_ = ("buffer", which, i, draw(assignments(shapes_[i], dtype)))
+    else:
+        hyper_name = draw(st.sampled_from(changeable))
+        change_ = ("hyper", hyper_name, None, draw(st.sampled_from(HYPER_VALUES[hyper_name])))
+    return dict(name=name, dtype=dtype, shapes=shapes_, change=change_, seed=draw(seeds))
+
+
+def reference_step(name, hyper, state, values_, grads):
+    """NumPy's version of one optimizer step (the formulas in fastad.optim's docstrings),
+    updating `values_` and `state` in place."""
+    for i, (v, g) in enumerate(zip(values_, grads)):
+        d = g + hyper["weight_decay"] * v
+        if name == "adam":
+            beta1, beta2 = hyper["betas"]
+            state["steps"][i] += 1
+            t = state["steps"][i]
+            m = state["exp_avgs"][i] = beta1 * state["exp_avgs"][i] + (1 - beta1) * d
+            sq = state["exp_avg_sqs"][i] = beta2 * state["exp_avg_sqs"][i] + (1 - beta2) * d * d
+            v -= hyper["lr"] / (1 - beta1 ** t) * m / (np.sqrt(sq) / np.sqrt(1 - beta2 ** t)
+                                                      + hyper["eps"])
+            continue
+        if "momentum_buffers" in state:
+            buf = state["momentum_buffers"][i] = hyper["momentum"] * state["momentum_buffers"][i] + d
+            d = d + hyper["momentum"] * buf if hyper["nesterov"] else buf
+        v -= hyper["lr"] * d
+
+
+def _constructor_error(cls, params, hyper):
+    """The exception type the optimizer's constructor raises for `hyper`, or None."""
+    try:
+        cls(params, **hyper)
+    except (ValueError, TypeError) as e:
+        return type(e)
+    return None
+
+
+@given(optimizer_cases())
+def prop_optimizer_state(case):
+    """Change one hyperparameter or state buffer between two steps: a value the
+    constructor would refuse, or a buffer of another dtype, shape or kind, is a clear
+    error before any parameter changes; anything else takes effect, as NumPy's formulas
+    with the new value say. No kernel ever reads a buffer it was not checked against."""
+    CASES[0] += 1
+    name, dtype, seed = case["name"], case["dtype"], case["seed"]
+    cls, hyper, buffers = OPTIMIZERS[name]
+    kind, attribute, i, new = case["change"]
+    params = [fa.Parameter(values(seed + k, shape, dtype)) for k, shape in
+              enumerate(case["shapes"])]
+    grads = [values(seed + 2 + k, shape, dtype) for k, shape in enumerate(case["shapes"])]
+    opt = cls(params, **hyper)
+    ref_values = [p.value.astype(np.float64) for p in params]
+    ref_state = {b: [np.zeros(shape) for shape in case["shapes"]] for b in buffers}
+    ref_state["steps"] = [0, 0]
+    ref_hyper = dict(hyper)
+    with np.errstate(all="ignore"):
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        reference_step(name, ref_hyper, ref_state, ref_values, grads)
+        before = [p.value.copy() for p in params]
+        if kind == "hyper":
+            setattr(opt, attribute, new)
+            error = _constructor_error(cls, [fa.Parameter(np.ones(1, dtype))],
+                                       {**hyper, attribute: new})
+            errors = {error: ()} if error else {}
+            if not error:
+                ref_hyper[attribute] = bool(new) if attribute == "nesterov" else \
+                    tuple(map(float, new)) if attribute == "betas" else float(new)
+            ambiguous = False
+        else:
+            getattr(opt, attribute)[i] = new
+            errors = assignment_mistakes(new, case["shapes"][i], dtype, "grad")
+            ambiguous = not errors and not proper(new, dtype)   # a copy, or an error
+            if not errors:
+                ref_state[attribute][i] = np.asarray(new, np.float64)
+        if errors:
+            expect_one_of(opt.step, {ValueError: (), TypeError: ()})
+        else:
+            try:
+                opt.step()
+            except (ValueError, TypeError):
+                if not ambiguous:
+                    raise
+                errors = True
+        if errors:
+            for k, p in enumerate(params):
+                np.testing.assert_array_equal(p.value, before[k], err_msg=f"params[{k}] "
+                                              "changed by a step that raised")
+            return
+        reference_step(name, ref_hyper, ref_state, ref_values, grads)
+    for k, p in enumerate(params):
+        assert_matches(p.value, ref_values[k], dtype, f"params[{k}] after the second step")
+
+
 # --- the caller's array object, changed after the forward ------------------------------------
 
 def _held_by_value(X):
@@ -1662,6 +1787,7 @@ FAMILIES = {
     "grad": [prop_grad],
     "fan_out": [prop_fan_out],
     "attributes": [prop_attributes],
+    "optimizer_state": [prop_optimizer_state],
     "caller_arrays": [prop_caller_arrays, prop_caller_labels, prop_caller_grads],
     "index_sequences": [prop_index_sequences],
     "inplace": [prop_inplace, prop_grad_results],
