@@ -1186,7 +1186,7 @@ OPTIMIZERS = {  # name: (class, hyperparameters, state buffer lists)
 }
 HYPER_VALUES = {  # hyperparameter: values to set (the constructor says which are valid)
     "lr": [0.0, 0.5, 2, np.float32(0.05), True, -0.1, np.nan, np.inf, "fast", None, [0.1]],
-    "momentum": [0.0, 0.5, 0.99, -0.5, np.nan, "0.9", None],
+    "momentum": [0.0, 0.5, 0.99, -0.5, np.nan, "fast", None],
     "weight_decay": [0.0, 0.1, -1.0, np.nan, None],
     "nesterov": [True, False, 0, 1],
     "eps": [1e-6, 0.0, -1e-8, np.nan, None],
@@ -1277,7 +1277,7 @@ def prop_optimizer_state(case):
             errors = assignment_mistakes(new, case["shapes"][i], dtype, "grad")
             ambiguous = not errors and not proper(new, dtype)   # a copy, or an error
             if not errors:
-                ref_state[attribute][i] = np.asarray(new, np.float64)
+                ref_state[attribute][i] = np.array(new, np.float64)  # (a copy: step updates it)
         if errors:
             expect_one_of(opt.step, {ValueError: (), TypeError: ()})
         else:
