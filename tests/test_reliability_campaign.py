@@ -8,13 +8,14 @@ and huge values; plus fa.grad's own arguments (wrt lists with intermediates, dup
 data and unused tensors, seeds of the wrong shape or dtype) and tensors whose adjoint
 collects contributions from several consumers (fan-out).
 
-Four families hold the Python layer to what users can change behind an op's back: the
+Five families hold the Python layer to what users can change behind an op's back: the
 settable attributes (`.value` and `.grad` assigned any dtype, shape, layout, list or
-scalar, then an op, backward and an SGD step), the caller's array object changed after
-the forward (shape, dtype, strides, flags, contents), any sequence as an index (lists,
-tuples, array.array, range, deque, bool lists, nested in tuples), and the in-place
-operators (under no_grad and not, with every kind of operand) together with the
-read-only arrays fa.grad returns.
+scalar, then an op, backward and an SGD step), optimizer hyperparameters and state
+buffers changed between steps, the caller's array objects changed after the forward
+(data, labels and index arrays, an assigned `.grad`: shape, dtype, strides, flags,
+contents), any sequence as an index (lists, tuples, array.array, range, deque, bool
+lists, nested in tuples), and the in-place operators (under no_grad and not, on views,
+with every kind of operand) together with the read-only arrays fa.grad returns.
 
 Each case either matches a NumPy reference (value, dtype and the gradient of every
 operand that requires one, for a random seed) or raises the exception type the SPEC
