@@ -1422,7 +1422,9 @@ def prop_caller_grads(case):
                 change(p.grad, case["change"])
             read = np.array(p.grad, dtype=np.float64)
             loss.backward()
-            assert_matches(p.grad, read + y * (1 - y), p.grad.dtype, "p.grad after backward")
+            assert (p.grad.shape, p.grad.dtype) == (shape, dtype), \
+                f"backward left a .grad of {p.grad.dtype} {p.grad.shape}"
+            assert_matches(p.grad, read + y * (1 - y), dtype, "p.grad after backward")
             if case["before"] == "step":
                 change(p.grad, case["change"])
             read, before = np.array(p.grad, dtype=np.float64), p.value.copy()
