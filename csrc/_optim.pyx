@@ -101,24 +101,32 @@ def sgd_step(cnp.ndarray param, cnp.ndarray grad, object momentum_buffer, double
 
 
 # ----------------------------------------------------------------------------
-# Adam (L2 weight decay, no amsgrad):  d = g + wd * p  (only when wd != 0)
+# Adam (no amsgrad), with weight decay either L2 (Adam) or decoupled (AdamW):
+#   L2:         d = g + wd * p                   (only when wd != 0, as PyTorch)
+#   decoupled:  p = p * (1 - lr * wd), d = g     (the same condition)
 #   m = lerp(m, d, 1 - beta1)             (PyTorch's lerp, both of its branches)
 #   v = v * beta2 + (1 - beta2) * d * d
 #   p = p + (-step_size) * m / (sqrt(v) / sqrt(bias_correction2) + eps)
 # with step_size = lr / bias_correction1, both corrections computed by the caller.
 # ----------------------------------------------------------------------------
 
+cdef enum Decay:
+    NO_DECAY, L2, DECOUPLED
+
+
 cdef inline void adam_loop(real* p, const real* g, real* m, real* v, index_t size,
                            real weight1, real beta2, real weight2, real neg_step_size,
                            real bias_correction2_sqrt, real eps, real weight_decay,
-                           bint decay, bint small_weight) noexcept nogil:
+                           real param_scale, Decay decay, bint small_weight) noexcept nogil:
     cdef index_t i
     cdef real d
     cdef real rest1 = 1 - weight1
     for i in range(size):
         d = g[i]
-        if decay:
+        if decay == L2:
             d = d + weight_decay * p[i]
+        elif decay == DECOUPLED:
+            p[i] = p[i] * param_scale
         if small_weight:
             m[i] = m[i] + weight1 * (d - m[i])
         else:
@@ -127,32 +135,45 @@ cdef inline void adam_loop(real* p, const real* g, real* m, real* v, index_t siz
         p[i] = p[i] + neg_step_size * m[i] / (sqrt_(v[i]) / bias_correction2_sqrt + eps)
 
 
+cdef inline void adam_decay(real* p, const real* g, real* m, real* v, index_t size,
+                            real weight1, real beta2, real weight2, real neg_step_size,
+                            real bias_correction2_sqrt, real eps, real weight_decay,
+                            real param_scale, Decay decay) noexcept nogil:
+    # Called with a literal `decay`; picks lerp's branch with a literal flag too.
+    if fabs(weight1) < 0.5:
+        adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                  bias_correction2_sqrt, eps, weight_decay, param_scale, decay, True)
+    else:
+        adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                  bias_correction2_sqrt, eps, weight_decay, param_scale, decay, False)
+
+
 cdef void adam_kernel(real* p, const real* g, real* m, real* v, index_t size,
                       real weight1, real beta2, real weight2, real neg_step_size,
-                      real bias_correction2_sqrt, real eps,
-                      real weight_decay) noexcept nogil:
+                      real bias_correction2_sqrt, real eps, real weight_decay,
+                      real param_scale) noexcept nogil:
     # As for SGD: literal flags, one branch-free loop per combination.
-    cdef bint small = fabs(weight1) < 0.5
     if weight_decay != 0:
-        if small:
-            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
-                      bias_correction2_sqrt, eps, weight_decay, True, True)
-        else:
-            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
-                      bias_correction2_sqrt, eps, weight_decay, True, False)
+        adam_decay(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                   bias_correction2_sqrt, eps, weight_decay, param_scale, L2)
+    elif param_scale != 1:
+        adam_decay(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                   bias_correction2_sqrt, eps, weight_decay, param_scale, DECOUPLED)
     else:
-        if small:
-            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
-                      bias_correction2_sqrt, eps, weight_decay, False, True)
-        else:
-            adam_loop(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
-                      bias_correction2_sqrt, eps, weight_decay, False, False)
+        adam_decay(p, g, m, v, size, weight1, beta2, weight2, neg_step_size,
+                   bias_correction2_sqrt, eps, weight_decay, param_scale, NO_DECAY)
 
 
 def adam_step(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
               cnp.ndarray exp_avg_sq, double beta1, double beta2, double step_size,
-              double bias_correction2_sqrt, double eps, double weight_decay):
-    """One Adam update of `param`, `exp_avg` and `exp_avg_sq` in place."""
+              double bias_correction2_sqrt, double eps, double weight_decay,
+              double param_scale):
+    """One Adam update of `param`, `exp_avg` and `exp_avg_sq` in place.
+
+    `weight_decay` is Adam's L2 term (added to the gradient); `param_scale` is AdamW's
+    decoupled decay 1 - lr * weight_decay (multiplying the parameter first). Pass 0 and
+    1 respectively for none.
+    """
     cdef index_t size = cnp.PyArray_SIZE(param)
     cdef void* pp = ptr(param)
     cdef void* pg = ptr(grad)
@@ -165,8 +186,8 @@ def adam_step(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
             adam_kernel[float](<float*>pp, <float*>pg, <float*>pm, <float*>pv, size,
                                <float>weight1, <float>beta2, <float>weight2,
                                <float>-step_size, <float>bias_correction2_sqrt, <float>eps,
-                               <float>weight_decay)
+                               <float>weight_decay, <float>param_scale)
         else:
             adam_kernel[double](<double*>pp, <double*>pg, <double*>pm, <double*>pv, size,
                                 weight1, beta2, weight2, -step_size, bias_correction2_sqrt,
-                                eps, weight_decay)
+                                eps, weight_decay, param_scale)

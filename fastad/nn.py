@@ -9,6 +9,7 @@ import numpy as np
 
 from ._autograd import mark_modified
 from ._ops import matmul, relu, sigmoid, tanh
+from ._checks import key_problems, writable_in_place
 from ._tensor import Parameter, Tensor, check_matches, float_dtype
 
 __all__ = ["Module", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh"]
@@ -83,19 +84,14 @@ class Module:
 
         Keys must match `self.state_dict()`'s exactly (ValueError listing the missing and
         unexpected ones), and every array must have its parameter's shape (ValueError)
-        and dtype (TypeError). Everything is checked before anything is copied.
+        and dtype (TypeError). Everything is checked before anything is copied. A
+        parameter whose array cannot be written in place (read-only, strided) gets a
+        new C-contiguous array instead; `state_dict`'s arrays are never written.
         """
         own = dict(self._all_named_parameters())
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        if missing or unexpected:
-            problems = []
-            if missing:
-                problems.append(f"missing key(s): {', '.join(map(repr, missing))}")
-            if unexpected:
-                problems.append(f"unexpected key(s): {', '.join(map(repr, unexpected))}")
-            raise ValueError(f"load_state_dict for {type(self).__name__}: "
-                             f"{'; '.join(problems)}")
+        problems = key_problems(own, state_dict)
+        if problems:
+            raise ValueError(f"load_state_dict for {type(self).__name__}: {problems}")
         sources = {}
         for name, p in own.items():
             source = state_dict[name]
@@ -103,8 +99,17 @@ class Module:
                 source = source.value
             check_matches(source, p.value, f"load_state_dict: {name!r}")
             sources[name] = source
+        # A source may be (a view of) another parameter's array, e.g. two layers swapped:
+        # snapshot those before the first copy overwrites them.
+        destinations = [p.value for p in own.values()]
+        for name, source in sources.items():
+            if any(np.may_share_memory(source, d) for d in destinations):
+                sources[name] = source.copy()
         for name, p in own.items():
-            np.copyto(p.value, sources[name])
+            if writable_in_place(p.value):
+                np.copyto(p.value, sources[name])
+            else:
+                p.value = np.array(sources[name], order="C")
             mark_modified(p)  # tapes recorded before the load must not be swept after it
 
     # --- repr -----------------------------------------------------------------------

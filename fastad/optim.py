@@ -1,55 +1,145 @@
-"""Optimizers: SGD and Adam, with PyTorch's update formulas, fused and in place.
+"""Optimizers: SGD, Adam and AdamW, with PyTorch's update formulas, fused and in place.
 
 An optimizer holds a list of parameters (leaf Tensors that require grad). `step()`
 reads each parameter's `.grad` (None: the parameter is skipped) and updates its
 `.value` in place through a compiled kernel that makes one pass over the parameter,
-its gradient and its state. State arrays are allocated when the optimizer is made, so
-`step()` allocates no arrays. Every update bumps the parameter's version counter, so a
+its gradient and its state. Every update bumps the parameter's version counter, so a
 sweep over a tape recorded before the update raises RuntimeError instead of using the
 new values.
 
-Hyperparameters live in attributes (`opt.lr = 0.01` takes effect at the next step).
+Hyperparameters and state are plain attributes (`opt.lr = 0.01`, `opt.momentum_buffers`,
+`opt.exp_avgs`, `opt.exp_avg_sqs`, `opt.steps`: lists with one entry per parameter).
+`step()` checks all of them, and every parameter and gradient, before it changes
+anything: a bad value raises ValueError or TypeError naming the optimizer and the
+attribute, and a changed valid value takes effect at that step. Arrays assigned to the
+state become the optimizer's and are updated in place (`load_state_dict` copies
+instead), except that one the kernels cannot write on its own (read-only, strided,
+misaligned, a view, or already in use as another buffer or as a parameter's value or
+gradient) is replaced by a copy. State arrays are allocated at construction or at the
+first step that needs them, so later steps allocate none.
+
+`state_dict()` / `load_state_dict()` use torch.optim's layout, with plain Python
+numbers and ndarrays:
+`{"state": {0: {"momentum_buffer": array}, ...}, "param_groups": [{"lr": 0.1, ...,
+"params": [0, 1, ...]}]}` (Adam and AdamW: `{"step": int, "exp_avg": array,
+"exp_avg_sq": array}` per parameter).
 """
+import math
+import numbers
+
 import numpy as np
 
 from . import _optim as K
 from ._autograd import mark_modified
+from ._checks import key_problems, writable_in_place
 from ._tensor import Tensor, check_matches
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
 
-def _check_nonnegative(name, value):
-    value = float(value)
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"Invalid {name}: {value} (must be >= 0)")
-    return value
+# --- checks of single values: (owner, name, value) -> value as a plain Python object ---
+
+def _real(owner, name, value):
+    if type(value) is float:  # the common case, without the slower checks below
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (too large for a float)") from None
+
+
+def _nonnegative(owner, name, value):
+    number = _real(owner, name, value)
+    if not number >= 0:  # also rejects NaN
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be >= 0)")
+    return number
+
+
+def _betas(owner, name, value):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{owner}: {name} must be a pair (beta1, beta2), got {value!r}")
+    betas = tuple(_real(owner, f"{name}[{k}]", beta) for k, beta in enumerate(value))
+    for k, beta in enumerate(betas):
+        if not 0 <= beta < 1:
+            raise ValueError(f"{owner}: Invalid beta parameter at index {k}: {value[k]!r} "
+                             "(must be in [0, 1))")
+    return betas
+
+
+def _flag(owner, name, value):
+    if value is True or value is False:
+        return value
+    if not isinstance(value, np.bool_):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# Step counts fit an int64, as in a saved checkpoint (and beta ** t in a float).
+_MAX_COUNT = 2 ** 63
+
+
+def _count(owner, name, value):
+    if type(value) is int and 0 <= value < _MAX_COUNT:  # the common case
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
+    if not 0 <= value < _MAX_COUNT:
+        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be in [0, 2**63))")
+    return int(value)
+
+
+def _sequence(owner, name, value, length):
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{owner}: {name} must be a list with one entry per parameter, "
+                        f"got {type(value).__name__}")
+    if len(value) != length:
+        raise ValueError(f"{owner}: {name} has {len(value)} entries, the optimizer has "
+                         f"{length} parameters")
+
+
+def _owned_and_writable(array):
+    """True when a kernel may write `array` in place and nothing else sees its memory."""
+    return writable_in_place(array) and array.flags.owndata
 
 
 class Optimizer:
-    """Base class: holds the parameters, validates gradients, zeroes them."""
+    """Base class: the parameters, and the checks and state_dict shared by all optimizers.
 
-    def __init__(self, params):
+    A subclass lists its hyperparameters (`hyperparameters`: attribute -> check), its
+    per-parameter state arrays (`buffers`: state_dict key -> attribute) and counts
+    (`counts`: key -> attribute), and defines `_update` (one parameter's step).
+    """
+
+    hyperparameters = {}
+    buffers = {}
+    counts = {}
+
+    def __init__(self, params, **hyperparameters):
+        name = type(self).__name__
         if isinstance(params, Tensor):
-            raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors "
+            raise TypeError(f"{name}: params must be an iterable of Tensors "
                             "(e.g. model.parameters()), got a single Tensor")
+        options = self._checked_options(hyperparameters, name)
         self.params = list(params)
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+            raise ValueError(f"{name}: got an empty parameter list")
         seen = set()
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__}: params[{i}] is a "
-                                f"{type(p).__name__}, not a fastad Tensor")
+                raise TypeError(f"{name}: params[{i}] is a {type(p).__name__}, not a "
+                                "fastad Tensor")
             if not p.requires_grad or not p.is_leaf:
-                raise ValueError(f"{type(self).__name__}: params[{i}] (shape {p.shape}) must "
-                                 "be a leaf that requires grad, e.g. a fa.Parameter")
+                raise ValueError(f"{name}: params[{i}] (shape {p.shape}) must be a leaf "
+                                 "that requires grad, e.g. a fa.Parameter")
             if id(p) in seen:
-                raise ValueError(f"{type(self).__name__}: params[{i}] (shape {p.shape}) "
-                                 "appears more than once")
+                raise ValueError(f"{name}: params[{i}] (shape {p.shape}) appears more "
+                                 "than once")
             seen.add(id(p))
         self._shapes = [p.value.shape for p in self.params]
         self._dtypes = [p.value.dtype for p in self.params]
+        self._assign({**options, **self._initial_state(options)})
 
     def zero_grad(self):
         """Set every parameter's `.grad` to None."""
@@ -57,33 +147,210 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        """Update every parameter that has a `.grad`, in place (all checked first)."""
+        """Update every parameter that has a `.grad`, in place.
+
+        Hyperparameters, state, parameter values and gradients are all checked first:
+        a bad one raises before any parameter, state array or step count changes.
+        """
+        options = self._current_options()
         ready = [(i, p, self._grad(i, p)) for i, p in enumerate(self.params)
                  if p.grad is not None]
+        self._assign(self._checked_state() or self._initial_state(options))
         for i, p, grad in ready:
-            self._update(i, p.value, grad)
+            self._update(i, p.value, grad, options)
             mark_modified(p)
 
+    def state_dict(self):
+        """Hyperparameters and state in torch.optim's layout, as copies (later steps do
+        not change the returned dict): `{"state": {index: {key: value}},
+        "param_groups": [{hyperparameter: value, "params": [0, 1, ...]}]}`."""
+        options = self._current_options()
+        state = self._checked_state()
+        entries = {}
+        if state:
+            for i in range(len(self.params)):
+                entry = {key: state[attr][i] for key, attr in self.counts.items()}
+                entry.update((key, state[attr][i].copy()) for key, attr in self.buffers.items())
+                entries[i] = entry
+        return {"state": entries,
+                "param_groups": [{**options, "params": list(range(len(self.params)))}]}
+
+    def load_state_dict(self, state_dict):
+        """Load hyperparameters and state saved by `state_dict()` (or `fa.save`d and
+        `fa.load`ed: lists for tuples are fine), copying its arrays.
+
+        Everything is checked first (keys, the parameter count, each array's shape and
+        dtype against its parameter, the hyperparameters' values); a mismatch raises
+        ValueError or TypeError and changes nothing. `state_dict` itself is not changed.
+        A parameter missing from "state" starts from fresh state, as in PyTorch.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        group = self._loaded_group(state_dict, owner)
+        options = self._checked_options({k: group[k] for k in self.hyperparameters},
+                                        f"{owner}: param_groups[0]")
+        state = (self._loaded_state(state_dict["state"], owner)
+                 or self._initial_state(options))
+        self._assign({**options, **state})
+
+    def _assign(self, attributes):
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+    # --- hyperparameters ----------------------------------------------------------------
+    def _current_options(self):
+        """The hyperparameter attributes, checked, as plain Python values."""
+        values = {name: getattr(self, name) for name in self.hyperparameters}
+        return self._checked_options(values, type(self).__name__)
+
+    def _checked_options(self, values, owner):
+        options = {name: check(owner, name, values[name])
+                   for name, check in self.hyperparameters.items()}
+        self._check_combination(options, owner)
+        return options
+
+    def _check_combination(self, options, owner):
+        """Raise ValueError for hyperparameters that are valid alone but not together."""
+
+    # --- state --------------------------------------------------------------------------
+    def _needs_state(self, options):
+        """Whether a step with these hyperparameters reads and writes state."""
+        return True
+
+    def _state_attributes(self):
+        return [*self.counts.values(), *self.buffers.values()]
+
+    def _initial_state(self, options):
+        """Fresh state when a step with `options` needs state, else None for each."""
+        if self._needs_state(options):
+            return self._zero_state()
+        return {attr: None for attr in self._state_attributes()}
+
+    def _zero_state(self):
+        """{attribute: a list of zero counts or zero arrays, one per parameter}."""
+        state = {attr: [0] * len(self.params) for attr in self.counts.values()}
+        state.update((attr, [np.zeros(s, d) for s, d in zip(self._shapes, self._dtypes)])
+                     for attr in self.buffers.values())
+        return state
+
+    def _checked_state(self):
+        """{attribute: list} of the current state, checked, with copies in the lists
+        (new lists) where a kernel cannot use an array in place; {} if there is none."""
+        name = type(self).__name__
+        current = {attr: getattr(self, attr) for attr in self._state_attributes()}
+        if all(values is None for values in current.values()):
+            return {}
+        state = {attr: self._checked_counts(name, attr, current[attr])
+                 for attr in self.counts.values()}
+        # Arrays the kernels must not write through: the parameters' and one another's.
+        taken = {id(a) for p in self.params for a in (p.value, p.grad)}
+        for attr in self.buffers.values():
+            state[attr] = self._checked_buffers(name, attr, current[attr], taken)
+        return state
+
+    def _checked_counts(self, owner, attr, counts):
+        _sequence(owner, attr, counts, len(self.params))
+        if type(counts) is list and all(type(c) is int and 0 <= c < _MAX_COUNT
+                                        for c in counts):
+            return counts
+        return [_count(owner, f"{attr}[{i}]", c) for i, c in enumerate(counts)]
+
+    def _checked_buffers(self, owner, attr, buffers, taken):
+        _sequence(owner, attr, buffers, len(self.params))
+        checked, name = [], attr + "[{}]"
+        for i, buffer in enumerate(buffers):
+            self._check_buffer(owner, name, i, buffer)
+            if id(buffer) in taken or not _owned_and_writable(buffer):
+                buffer = np.array(buffer, order="C")
+            taken.add(id(buffer))
+            checked.append(buffer)
+        return buffers if all(c is b for c, b in zip(checked, buffers)) else checked
+
+    def _check_buffer(self, owner, name, i, buffer):
+        """Raise unless `buffer` is an ndarray of params[i]'s dtype and shape; errors say
+        f"{owner}: {name.format(i)}" (formatted only then: this runs at every step)."""
+        if not isinstance(buffer, np.ndarray):
+            raise TypeError(f"{owner}: {name.format(i)} must be an ndarray, "
+                            f"got {type(buffer).__name__}")
+        if buffer.dtype != self._dtypes[i]:
+            raise TypeError(f"{owner}: {name.format(i)} has dtype {buffer.dtype}, "
+                            f"params[{i}] has dtype {self._dtypes[i]}")
+        if buffer.shape != self._shapes[i]:
+            raise ValueError(f"{owner}: {name.format(i)} has shape {buffer.shape}, "
+                             f"params[{i}] has shape {self._shapes[i]}")
+
+    # --- load_state_dict ----------------------------------------------------------------
+    def _loaded_group(self, state_dict, owner):
+        """The one parameter group of `state_dict`, its keys and "params" checked."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{owner}: expected a dict, got {type(state_dict).__name__}")
+        problems = key_problems(["state", "param_groups"], state_dict)
+        if problems:
+            raise ValueError(f"{owner}: {problems}")
+        groups = state_dict["param_groups"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != 1:
+            raise ValueError(f"{owner}: param_groups must be a list of one group (fastad "
+                             f"optimizers have one), got {groups!r}")
+        group = groups[0]
+        if not isinstance(group, dict):
+            raise TypeError(f"{owner}: param_groups[0] must be a dict, "
+                            f"got {type(group).__name__}")
+        problems = key_problems([*self.hyperparameters, "params"], group)
+        if problems:
+            raise ValueError(f"{owner}: param_groups[0]: {problems}")
+        indices, n = group["params"], len(self.params)
+        if not isinstance(indices, (list, tuple)) or list(indices) != list(range(n)):
+            raise ValueError(f"{owner}: param_groups[0]['params'] is {indices!r}, this "
+                             f"optimizer has {n} parameters ({list(range(n))})")
+        return group
+
+    def _loaded_state(self, entries, owner):
+        """Copies of the per-parameter state in `entries` ({} if empty), fresh state
+        for the parameters it leaves out."""
+        if not isinstance(entries, dict):
+            raise TypeError(f"{owner}: state must be a dict, got {type(entries).__name__}")
+        n = len(self.params)
+        bad = [k for k in entries if isinstance(k, (bool, np.bool_))
+               or not isinstance(k, numbers.Integral) or not 0 <= k < n]
+        if bad:
+            raise ValueError(f"{owner}: state has key(s) {', '.join(map(repr, bad))}; "
+                             f"expected parameter indices 0..{n - 1}")
+        if not entries:
+            return {}
+        keys = [*self.counts, *self.buffers]
+        state = self._zero_state()
+        for index, entry in entries.items():
+            i, where = int(index), f"{owner}: state[{index!r}]"
+            if not isinstance(entry, dict):
+                raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+            problems = key_problems(keys, entry)
+            if problems:
+                raise ValueError(f"{where}: {problems}")
+            for key, attr in self.counts.items():
+                state[attr][i] = _count(where, repr(key), entry[key])
+            for key, attr in self.buffers.items():
+                self._check_buffer(owner, f"state[{index!r}][{key!r}]", i, entry[key])
+                state[attr][i] = np.array(entry[key], order="C")
+        return state
+
+    # --- the update ---------------------------------------------------------------------
     def _grad(self, i, p):
         """p.grad as an array the kernels can read (C-contiguous, p's dtype and shape)."""
         value, grad = p.value, p.grad
         if not (isinstance(value, np.ndarray) and value.flags.c_contiguous
-                and value.flags.writeable and value.shape == self._shapes[i]
-                and value.dtype == self._dtypes[i]):
+                and value.flags.writeable and value.flags.aligned
+                and value.shape == self._shapes[i] and value.dtype == self._dtypes[i]):
             raise ValueError(f"{type(self).__name__}: params[{i}].value was replaced by an "
                              "array of another shape, dtype or layout; update it in place")
         check_matches(grad, value, f"{type(self).__name__}: params[{i}].grad")
-        return grad if grad.flags.c_contiguous else np.ascontiguousarray(grad)
+        return grad if grad.flags.c_contiguous and grad.flags.aligned \
+            else np.array(grad, order="C")
 
-    def _update(self, i, value, grad):
-        """Update params[i]'s value in place from its checked gradient."""
+    def _update(self, i, value, grad, options):
+        """Update params[i]'s value (and its state) in place from its checked gradient."""
         raise NotImplementedError
 
-    def _options(self):
-        return {}
-
     def __repr__(self):
-        options = ", ".join(f"{k}={v}" for k, v in self._options().items())
+        options = ", ".join(f"{k}={getattr(self, k, None)}" for k in self.hyperparameters)
         return f"{type(self).__name__}({len(self.params)} parameters, {options})"
 
 
@@ -92,29 +359,30 @@ class SGD(Optimizer):
 
     d = grad + weight_decay * p; with momentum, buf = d on the first step and
     buf = momentum * buf + d after, then d = buf (or d + momentum * buf with
-    nesterov=True); p -= lr * d.
+    nesterov=True); p -= lr * d. `momentum_buffers` is None until a step has momentum.
     """
 
+    hyperparameters = {"lr": _nonnegative, "momentum": _nonnegative,
+                       "weight_decay": _nonnegative, "nesterov": _flag}
+    buffers = {"momentum_buffer": "momentum_buffers"}
+
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-        self.lr = _check_nonnegative("learning rate", lr)
-        self.momentum = _check_nonnegative("momentum", momentum)
-        self.weight_decay = _check_nonnegative("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("Nesterov momentum requires a momentum > 0")
-        super().__init__(params)
-        # Zero-filled, so the first step's buf = momentum * 0 + d = d, as in PyTorch.
-        self.momentum_buffers = ([np.zeros_like(p.value) for p in self.params]
-                                 if self.momentum != 0 else None)
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         nesterov=nesterov)
 
-    def _update(self, i, value, grad):
-        buffers = self.momentum_buffers
-        K.sgd_step(value, grad, None if buffers is None else buffers[i], self.lr,
-                   self.momentum, self.weight_decay, self.nesterov)
+    def _check_combination(self, options, owner):
+        if options["nesterov"] and options["momentum"] == 0:
+            raise ValueError(f"{owner}: Nesterov momentum requires a momentum > 0")
 
-    def _options(self):
-        return {"lr": self.lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "nesterov": self.nesterov}
+    def _needs_state(self, options):
+        return options["momentum"] != 0
+
+    def _update(self, i, value, grad, options):
+        # Buffers start at zero, so the first step's buf = momentum * 0 + d = d, as PyTorch.
+        momentum = options["momentum"]
+        buffer = self.momentum_buffers[i] if momentum != 0 else None
+        K.sgd_step(value, grad, buffer, options["lr"], momentum, options["weight_decay"],
+                   options["nesterov"])
 
 
 class Adam(Optimizer):
@@ -123,31 +391,38 @@ class Adam(Optimizer):
     d = grad + weight_decay * p; m = beta1 * m + (1 - beta1) * d;
     v = beta2 * v + (1 - beta2) * d * d; with t the parameter's own step count,
     p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps).
+    State, one entry per parameter: `exp_avgs` (m), `exp_avg_sqs` (v), `steps` (t).
     """
 
+    hyperparameters = {"lr": _nonnegative, "betas": _betas, "eps": _nonnegative,
+                       "weight_decay": _nonnegative}
+    buffers = {"exp_avg": "exp_avgs", "exp_avg_sq": "exp_avg_sqs"}
+    counts = {"step": "steps"}
+    decoupled_weight_decay = False
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.lr = _check_nonnegative("learning rate", lr)
-        self.eps = _check_nonnegative("epsilon value", eps)
-        self.weight_decay = _check_nonnegative("weight_decay", weight_decay)
-        beta1, beta2 = betas
-        for index, beta in enumerate((beta1, beta2)):
-            if not 0 <= beta < 1:
-                raise ValueError(f"Invalid beta parameter at index {index}: {beta} "
-                                 "(must be in [0, 1))")
-        self.betas = (float(beta1), float(beta2))
-        super().__init__(params)
-        self.exp_avgs = [np.zeros_like(p.value) for p in self.params]
-        self.exp_avg_sqs = [np.zeros_like(p.value) for p in self.params]
-        self.steps = [0] * len(self.params)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _update(self, i, value, grad):
-        beta1, beta2 = self.betas
+    def _update(self, i, value, grad, options):
+        lr, weight_decay = options["lr"], options["weight_decay"]
+        beta1, beta2 = options["betas"]
         self.steps[i] = t = self.steps[i] + 1
-        step_size = self.lr / (1 - beta1 ** t)
-        bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
+        step_size = lr / (1 - beta1 ** t)
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
+        l2, param_scale = weight_decay, 1.0
+        if self.decoupled_weight_decay:  # as PyTorch, p *= 1 - lr * wd only when wd != 0
+            l2, param_scale = 0.0, (1 - lr * weight_decay if weight_decay != 0 else 1.0)
         K.adam_step(value, grad, self.exp_avgs[i], self.exp_avg_sqs[i], beta1, beta2,
-                    step_size, bias_correction2_sqrt, self.eps, self.weight_decay)
+                    step_size, bias_correction2_sqrt, options["eps"], l2, param_scale)
 
-    def _options(self):
-        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as torch.optim.AdamW (amsgrad off).
+
+    p *= 1 - lr * weight_decay, then Adam's update with d = grad (no L2 term).
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -270,6 +270,40 @@ def test_load_state_dict_errors_name_the_key(change, error, pattern):
         np.testing.assert_array_equal(value, before[key])
 
 
+def test_load_state_dict_into_a_read_only_parameter_replaces_its_array():
+    # The old code copied 0.weight, then failed on the read-only 0.bias half-way.
+    source, target = mlp(rng=0), mlp(rng=1)
+    frozen = target[0].bias.value
+    frozen.flags.writeable = False
+    saved = frozen.copy()
+    live = target[0].weight.value
+    target.load_state_dict(source.state_dict())
+    for key, value in source.state_dict().items():
+        np.testing.assert_array_equal(target.state_dict()[key], value)
+    assert target[0].weight.value is live                  # written in place
+    assert target[0].bias.value is not frozen and target[0].bias.value.flags.writeable
+    np.testing.assert_array_equal(frozen, saved)             # the caller's array untouched
+
+
+def test_load_state_dict_into_a_strided_parameter():
+    source, target = mlp(rng=0), mlp(rng=1)
+    target[2].weight.value = np.asfortranarray(target[2].weight.value)
+    target.load_state_dict(source.state_dict())
+    assert target[2].weight.value.flags.c_contiguous
+    np.testing.assert_array_equal(target[2].weight.value, source[2].weight.value)
+
+
+def test_load_state_dict_with_swapped_live_arrays():
+    # Each source is the other parameter's live array: both are read before any copy.
+    model = fa.nn.Sequential(fa.nn.Linear(3, 3, rng=0), fa.nn.Linear(3, 3, rng=1))
+    first, second = model[0].weight.value.copy(), model[1].weight.value.copy()
+    state = model.state_dict()
+    state["0.weight"], state["1.weight"] = state["1.weight"], state["0.weight"]
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(model[0].weight.value, second)
+    np.testing.assert_array_equal(model[1].weight.value, first)
+
+
 # --- learning -----------------------------------------------------------------------
 
 def test_small_mlp_learns_a_separable_problem():
