@@ -57,7 +57,10 @@ extensions = [
         f"fastad.{path.stem}",
         [str(path)],
         include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # NPY_TARGET_VERSION: the oldest NumPy the module runs with is pyproject.toml's
+        # lower bound, whichever NumPy it is built with (their defaults differ)
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("NPY_TARGET_VERSION", "NPY_2_0_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )

@@ -1,3 +1,4 @@
+# distutils: extra_compile_args = -fno-trapping-math
 """fastad's compiled kernels.
 
 Each public function takes ndarrays that the Python layer has already validated:
@@ -16,6 +17,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport log
+from libc.stdint cimport uint32_t, uint64_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cnp.import_array()
@@ -24,53 +26,80 @@ from _common cimport index_t, is_f32, new_like, ptr, real
 
 
 # ----------------------------------------------------------------------------
-# exp through NumPy's own inner loop: it is vectorised (AVX2/AVX-512), where libm's
-# scalar exp costs ~10x more per element. Looked up once, called without the GIL.
+# exp, inline and branch-free so that GCC vectorises the loops that call it (NumPy's
+# vectorised exp has no C API). Cephes' method: exp(x) = 2**n * exp(r) with
+# n = round(x / ln 2) and r = x - n ln 2, ln 2 split in two (ln2_hi has trailing zero
+# bits, so n * ln2_hi is exact); exp(r) on |r| <= ln(2) / 2 from Cephes' polynomial
+# (float32) or Pade form (float64); 2**n built from exponent bits in two halves, so a
+# subnormal result is rounded once. Accuracy against np.exp: tests/test_kernels.py.
+# GCC if-converts the clamps and selects (and so vectorises the loops) only under
+# -fno-trapping-math (the first line): no kernel reads the FP exception flags, and the
+# flag changes no value.
 # ----------------------------------------------------------------------------
 
-ctypedef void (*unary_loop)(char**, cnp.npy_intp*, cnp.npy_intp*, void*) noexcept nogil
-
-cdef unary_loop exp_loop_f32, exp_loop_f64
-cdef void* exp_data_f32
-cdef void* exp_data_f64
-cdef enum:
-    CHUNK = 512
+cdef union f32_bits:
+    float value
+    uint32_t bits
 
 
-cdef int loop_index(cnp.ufunc ufunc, int typenum) except -1:
-    """Index of the ufunc's inner loop that maps typenum to typenum."""
-    cdef int i
-    for i in range(ufunc.ntypes):
-        if ufunc.types[2 * i] == typenum and ufunc.types[2 * i + 1] == typenum:
-            return i
-    raise RuntimeError(f"numpy.{ufunc.__name__} has no loop for type {typenum}")
+cdef union f64_bits:
+    double value
+    uint64_t bits
 
 
-cdef void find_exp_loops():
-    global exp_loop_f32, exp_loop_f64, exp_data_f32, exp_data_f64
-    cdef cnp.ufunc exp_ufunc = np.exp
-    cdef int i = loop_index(exp_ufunc, cnp.NPY_FLOAT32)
-    exp_loop_f32 = <unary_loop>exp_ufunc.functions[i]
-    exp_data_f32 = exp_ufunc.data[i]
-    i = loop_index(exp_ufunc, cnp.NPY_FLOAT64)
-    exp_loop_f64 = <unary_loop>exp_ufunc.functions[i]
-    exp_data_f64 = exp_ufunc.data[i]
-
-
-find_exp_loops()
-
-
-cdef inline void exp_inplace(real* x, index_t size) noexcept nogil:
-    """x[:size] = exp(x[:size])."""
-    cdef cnp.npy_intp count = size
-    cdef cnp.npy_intp steps[2]
-    cdef char* args[2]
-    steps[0] = steps[1] = sizeof(real)
-    args[0] = args[1] = <char*>x
+cdef inline real pow2i(real shifted) noexcept nogil:
+    """2**k from shifted = k + SHIFTER (k integral, 2**k normal): k sits in the low bits of
+    shifted's mantissa, which become the exponent field."""
+    cdef f32_bits b32
+    cdef f64_bits b64
     if real is float:
-        exp_loop_f32(args, &count, steps, exp_data_f32)
+        b32.value = shifted
+        b32.bits = (b32.bits + 127) << 23
+        return b32.value
     else:
-        exp_loop_f64(args, &count, steps, exp_data_f64)
+        b64.value = shifted
+        b64.bits = (b64.bits + 1023) << 52
+        return b64.value
+
+
+cdef inline real exp_reduced(real r) noexcept nogil:
+    """exp(r) for |r| <= ln(2) / 2 (a little beyond stays accurate)."""
+    cdef real rr = r * r, p, q, one = 1, two = 2
+    if real is float:
+        p = <float>1.9875691500e-4
+        p = p * r + <float>1.3981999507e-3
+        p = p * r + <float>8.3334519073e-3
+        p = p * r + <float>4.1665795894e-2
+        p = p * r + <float>1.6666665459e-1
+        p = p * r + <float>5.0000001201e-1
+        return p * rr + r + one
+    else:
+        p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                 + 9.99999999999999999910e-1)
+        q = (((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+              + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0)
+        return one + two * (p / (q - p))
+
+
+cdef inline real exp_real(real x) noexcept nogil:
+    """exp(x): NaN stays NaN, inf past the overflow threshold, 0 past the underflow one."""
+    cdef real lo, hi, log2e, ln2_hi, ln2_lo, shifter, n, half, r, point_five = 0.5
+    # SHIFTER = 1.5 * 2**(mantissa bits): (y + SHIFTER) - SHIFTER rounds y to an integer
+    if real is float:
+        lo, hi = -104.0, 89.0   # exp(lo) rounds to 0, exp(hi) to inf
+        log2e, ln2_hi, ln2_lo = 1.44269504088896341, 0.693359375, -2.12194440e-4
+        shifter = 12582912.0
+    else:
+        lo, hi = -746.0, 710.0
+        log2e, ln2_hi, ln2_lo = 1.4426950408889634074, 6.93145751953125e-1, \
+            1.42860682030941723212e-6
+        shifter = 6755399441055744.0
+    x = lo if x < lo else x   # NaN compares false both times and passes through
+    x = hi if x > hi else x
+    n = (x * log2e + shifter) - shifter
+    r = (x - n * ln2_hi) - n * ln2_lo
+    half = (n * point_five + shifter) - shifter
+    return exp_reduced(r) * pow2i(half + shifter) * pow2i((n - half) + shifter)
 
 
 cdef inline real row_max(const real* x, index_t cols) noexcept nogil:
@@ -136,16 +165,11 @@ def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint accumulate):
 
 cdef void sigmoid_kernel(const real* x, real* y, index_t size) noexcept nogil:
     """y = e / (1 + e) for x < 0, else 1 / (1 + e), with e = exp(-|x|): never overflows."""
-    cdef index_t start = 0, i, stop
-    cdef real zero = 0, one = 1  # typed, so float32 math stays float32 (and vectorises)
-    while start < size:
-        stop = start + CHUNK if start + CHUNK < size else size
-        for i in range(start, stop):
-            y[i] = x[i] if x[i] < zero else -x[i]
-        exp_inplace(y + start, stop - start)
-        for i in range(start, stop):
-            y[i] = (y[i] if x[i] < zero else one) / (one + y[i])
-        start = stop
+    cdef index_t i
+    cdef real zero = 0, one = 1, e  # typed, so float32 math stays float32 (and vectorises)
+    for i in range(size):
+        e = exp_real(x[i] if x[i] < zero else -x[i])
+        y[i] = (e if x[i] < zero else one) / (one + e)
 
 
 cdef void relu_kernel(const real* x, real* y, index_t size) noexcept nogil:
@@ -155,6 +179,12 @@ cdef void relu_kernel(const real* x, real* y, index_t size) noexcept nogil:
         y[i] = zero if x[i] <= zero else x[i]  # as np.maximum(x, 0): NaN kept, -0 -> +0
 
 
+cdef void exp_kernel(const real* x, real* y, index_t size) noexcept nogil:
+    cdef index_t i
+    for i in range(size):
+        y[i] = exp_real(x[i])
+
+
 # ----------------------------------------------------------------------------
 # Activations, and their gradients from the saved output y
 # ----------------------------------------------------------------------------
@@ -162,6 +192,7 @@ cdef void relu_kernel(const real* x, real* y, index_t size) noexcept nogil:
 cdef enum Activation:
     SIGMOID
     RELU
+    EXP  # forward only: the tests' way in to exp_real
 
 
 cdef activation(Activation kind, cnp.ndarray x, cnp.ndarray out):
@@ -172,15 +203,21 @@ cdef activation(Activation kind, cnp.ndarray x, cnp.ndarray out):
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(x)
     with nogil:
-        if kind == SIGMOID and f32:
-            sigmoid_kernel[float](<float*>px, <float*>po, size)
-        elif kind == SIGMOID:
-            sigmoid_kernel[double](<double*>px, <double*>po, size)
-        elif f32:
-            relu_kernel[float](<float*>px, <float*>po, size)
+        if f32:
+            activation_kernel[float](kind, <float*>px, <float*>po, size)
         else:
-            relu_kernel[double](<double*>px, <double*>po, size)
+            activation_kernel[double](kind, <double*>px, <double*>po, size)
     return out
+
+
+cdef void activation_kernel(Activation kind, const real* x, real* y,
+                            index_t size) noexcept nogil:
+    if kind == SIGMOID:
+        sigmoid_kernel(x, y, size)
+    elif kind == RELU:
+        relu_kernel(x, y, size)
+    else:
+        exp_kernel(x, y, size)
 
 
 def sigmoid(cnp.ndarray x, cnp.ndarray out=None):
@@ -191,6 +228,11 @@ def sigmoid(cnp.ndarray x, cnp.ndarray out=None):
 def relu(cnp.ndarray x, cnp.ndarray out=None):
     """out = max(x, 0), NaN kept."""
     return activation(RELU, x, out)
+
+
+def exp(cnp.ndarray x, cnp.ndarray out=None):
+    """out = exp(x) by the kernels' own exp (exposed so its accuracy can be tested)."""
+    return activation(EXP, x, out)
 
 
 cdef inline real activation_grad1(Activation kind, real g, real y) noexcept nogil:
@@ -250,8 +292,7 @@ cdef inline double exp_shifted(const real* x, real* y, index_t cols, real shift)
     cdef index_t j
     cdef double total = 0
     for j in range(cols):
-        y[j] = x[j] - shift
-    exp_inplace(y, cols)
+        y[j] = exp_real(x[j] - shift)
     for j in range(cols):
         total += y[j]
     return total
@@ -303,28 +344,20 @@ cdef void log_softmax_rows(const real* x, real* y, index_t rows, index_t cols) n
 cdef void log_softmax_grad_rows(const real* g, const real* y, real* dx, index_t rows,
                                 index_t cols, bint accumulate) noexcept nogil:
     """dx (+)= g - exp(y) * sum(g) per row."""
-    cdef index_t r, j, start, stop
+    cdef index_t r, j
     cdef real total
     cdef double sum_g
-    cdef real probs[CHUNK]
     for r in range(rows):
         sum_g = 0
         for j in range(cols):
             sum_g += g[j]
         total = <real>sum_g
-        start = 0
-        while start < cols:
-            stop = start + CHUNK if start + CHUNK < cols else cols
-            for j in range(start, stop):
-                probs[j - start] = y[j]
-            exp_inplace(probs, stop - start)
-            if accumulate:
-                for j in range(start, stop):
-                    dx[j] += g[j] - probs[j - start] * total
-            else:
-                for j in range(start, stop):
-                    dx[j] = g[j] - probs[j - start] * total
-            start = stop
+        if accumulate:
+            for j in range(cols):
+                dx[j] += g[j] - exp_real(y[j]) * total
+        else:
+            for j in range(cols):
+                dx[j] = g[j] - exp_real(y[j]) * total
         g += cols
         y += cols
         dx += cols

@@ -177,9 +177,9 @@ KERNELS = [
         ("random", normal((5, 7), scale=4.0)),
         ("extreme", fixed(EXTREME_VALUES)),
         ("3d", normal((2, 3, 4))),
-        ("longer_than_a_chunk", normal((3, 700), scale=10.0))]),
+        ("long", normal((3, 700), scale=10.0))]),
     *(activation_grad_row(name, case, shape) for name in ACTIVATION_GRADS for case, shape in [
-        ("matrix", (5, 7)), ("vector", (6,)), ("longer_than_a_chunk", (2, 1100))]),
+        ("matrix", (5, 7)), ("vector", (6,)), ("long", (2, 1100))]),
     softmax_row("random", normal((5, 7), scale=3.0)),
     softmax_row("extreme", fixed(EXTREME_ROWS)),
     softmax_row("3d", normal((2, 3, 4))),
@@ -340,6 +340,47 @@ def test_relu_keeps_nan_and_clears_negative_zero_as_numpy_does(dtype):
     expected = np.maximum(x, 0)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+# --- exp: the kernels' own (sigmoid, softmax, log-softmax, cross-entropy) ----------------
+
+# Where exp(x) is normal, subnormal, and where it overflows / rounds to 0.
+EXP_RANGES = {np.dtype(np.float32): (-104.0, 89.0), np.dtype(np.float64): (-750.0, 710.0)}
+
+
+def ulps(actual, exact, dtype):
+    """|actual - exact| in units of the last place of exact rounded to dtype (subnormals:
+    the subnormal spacing)."""
+    spacing = np.spacing(np.abs(exact.astype(dtype))).astype(np.longdouble)
+    return np.abs(actual.astype(np.longdouble) - exact) / spacing
+
+
+def test_exp_is_within_two_ulps_over_the_whole_range(dtype, rng):
+    lo, hi = EXP_RANGES[dtype]
+    x = np.concatenate([np.linspace(lo, hi, 1_000_001), rng.uniform(-1, 1, 100_000),
+                        rng.uniform(lo, hi, 100_000)]).astype(dtype)
+    if dtype == np.float64 and np.finfo(np.longdouble).nmant <= 52:
+        pytest.skip("long double is double here: no wider type to hold the reference")
+    exact = np.exp(x.astype(np.longdouble))   # x87 extended precision on x86-64
+    with np.errstate(over="ignore"):
+        expected = exact.astype(dtype)
+    got = K.exp(x)
+    finite = np.isfinite(expected)
+    assert np.array_equal(np.isinf(got), ~finite), "overflows where exp does not"
+    error = ulps(got[finite], exact[finite], dtype)
+    normal = expected[finite] >= np.finfo(dtype).tiny
+    assert error[normal].max() <= 2.0, x[finite][normal][np.argmax(error[normal])]
+    assert error[~normal].max() <= 1.0    # subnormal results round once, not flushed
+    assert np.array_equal(got == 0, expected == 0)
+
+
+def test_exp_special_values(dtype):
+    big = np.finfo(dtype).max
+    x = np.array([np.nan, -np.inf, np.inf, 0.0, -0.0, -big, big, 1.0], dtype=dtype)
+    got = K.exp(x)
+    assert np.isnan(got[0])
+    np.testing.assert_array_equal(got[1:7], np.array([0.0, np.inf, 1.0, 1.0, 0.0, np.inf]))
+    assert abs(got[7] - np.e) <= np.spacing(dtype.type(np.e))
 
 
 UFUNCS = {K.Arithmetic.ADD: np.add, K.Arithmetic.SUB: np.subtract,
