@@ -1,11 +1,15 @@
-"""Builds fastad's Cython kernels (csrc/*.pyx) into the fastad package, and compiles the
-tape's plain-Python modules (TAPE_MODULES) with Cython too.
+"""Builds fastad's Cython kernels (csrc/*.pyx, into the package fastad.kernels), and
+compiles the tape's plain-Python modules (TAPE_MODULES: fastad/core and fastad/ops) with
+Cython too.
 
 The tape modules stay ordinary Python source; compiled, they run the same code with
-about a third less interpreter overhead per recorded op (bench/tiny_ops.py). Python
-imports a compiled module in preference to its .py file, so after editing one in an
-editable install, rebuild (`python setup.py build_ext --inplace`), or install with
-FASTAD_PURE_PYTHON=1 to leave them interpreted.
+about a third less interpreter overhead per recorded op (bench/tiny_ops.py), and the
+`.pxd` file beside each declares its extension types and the helpers other compiled
+modules call in C. Generated C goes to build/cython (build/debug/cython for the debug
+build), never beside the sources. Python imports a compiled module in preference to its
+.py file: in a source checkout, `import fastad` refuses a compiled module older than its
+.py (rebuild with `python setup.py build_ext --inplace -j 2`), and FASTAD_PURE_PYTHON=1
+at build time leaves the tape interpreted while you work on it.
 
 FASTAD_DEBUG=1 at build time makes the debug build (the debug CI stage tests it):
 Cython's bounds, wraparound and initialization checks on, and the kernels compiled and
@@ -38,8 +42,12 @@ def flag(name):
 DEBUG = flag("FASTAD_DEBUG")
 # The debug build leaves the tape interpreted: exact tracebacks, and CI tests both forms.
 PURE_PYTHON = DEBUG or flag("FASTAD_PURE_PYTHON")
-TAPE_MODULES = ["fastad/_tensor.py", "fastad/_autograd.py", "fastad/_ops.py",
-                "fastad/_buffers.py"]
+TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("tensor", "tape", "sweep", "buffers")] + [
+    f"fastad/ops/{name}.py" for name in ("protocol", "arithmetic", "elementwise", "softmax",
+                                         "losses", "linalg", "reductions", "shapes",
+                                         "indexing")]
+BUILD = "build/debug" if DEBUG else "build"
+JOBS = os.cpu_count() or 1
 
 directives = {
     "language_level": 3,
@@ -54,7 +62,7 @@ link_args = SANITIZE if DEBUG else []
 
 extensions = [
     Extension(
-        f"fastad.{path.stem}",
+        f"fastad.kernels.{path.stem}",
         [str(path)],
         include_dirs=[np.get_include()],
         # NPY_TARGET_VERSION: the oldest NumPy the module runs with is pyproject.toml's
@@ -66,7 +74,7 @@ extensions = [
     )
     for path in sorted(Path("csrc").glob("*.pyx"))
 ]
-tape = [] if PURE_PYTHON else [Extension(f"fastad.{Path(path).stem}", [path])
+tape = [] if PURE_PYTHON else [Extension(path[:-3].replace("/", "."), [path])
                                 for path in TAPE_MODULES]
 
 setup(
@@ -74,9 +82,11 @@ setup(
         extensions,
         compiler_directives=directives,
         compile_time_env={"FASTAD_DEBUG": DEBUG},
-        # debug C is always regenerated (the directives differ) and kept apart
-        build_dir="build/debug/c" if DEBUG else None,
-        force=DEBUG,
-    ) + cythonize(tape, compiler_directives={"language_level": 3}),  # Python's semantics
-    options={"build": {"build_base": "build/debug"}} if DEBUG else {},
+        include_path=["csrc"],
+        build_dir=f"{BUILD}/cython",
+        force=DEBUG,  # debug C is always regenerated (the directives differ)
+        nthreads=JOBS,
+    ) + cythonize(tape, compiler_directives={"language_level": 3},  # Python's semantics
+                  build_dir=f"{BUILD}/cython", nthreads=JOBS),
+    options={"build": {"build_base": BUILD}, "build_ext": {"parallel": JOBS}},
 )

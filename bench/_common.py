@@ -257,7 +257,7 @@ def machine_info():
     try:
         import fastad
         info["fastad"] = fastad.__version__
-        compiled = not fastad._autograd.__file__.endswith(".py")
+        compiled = not fastad.core.sweep.__file__.endswith(".py")
         info["fastad_tape"] = "compiled" if compiled else "interpreted"
     except ImportError:
         pass
@@ -486,33 +486,33 @@ def numpy_mlp_step(params, X, y, act="sigmoid"):
 def kernels_mlp_step(params, X, y):
     """The ReLU MLP's step through fastad's own compiled kernels, called directly: the
     work fastad's step does without its tape (no Tensors, nodes or sweep). Private API
-    (fastad._kernels), for measuring the tape's share only. Returns the gradients."""
-    from fastad import _kernels as K
+    (fastad.kernels), for measuring the tape's share only. Returns the gradients."""
+    from fastad.kernels import gemm, pointwise, rows
     n, n_layers = X.shape[0], len(params) // 2
     labels = np.ascontiguousarray(y, dtype=np.intp)
     acts, h = [X], X
     for l in range(n_layers):
         w, b = params[2 * l], params[2 * l + 1]
         z = np.empty((n, w.shape[1]), w.dtype)
-        K.gemm(h, w, z, False)
-        K.add_row(z, b, z)
-        h = K.relu(z) if l < n_layers - 1 else z
+        gemm.gemm(h, w, z, False)
+        pointwise.add_row(z, b, z)
+        h = pointwise.relu(z) if l < n_layers - 1 else z
         acts.append(h)
     probs, losses = np.empty_like(h), np.empty(n, h.dtype)
-    K.softmax_cross_entropy(h, labels, probs, losses)
+    rows.softmax_cross_entropy(h, labels, probs, losses)
     d = np.empty_like(probs)
-    K.softmax_cross_entropy_grad(probs, labels, np.full(n, 1 / n, h.dtype), d, False)
+    rows.softmax_cross_entropy_grad(probs, labels, np.full(n, 1 / n, h.dtype), d, False)
     grads = [None] * len(params)
     for l in reversed(range(n_layers)):
         w = params[2 * l]
         grads[2 * l] = np.empty(w.shape, w.dtype)
-        K.gemm(acts[l].T, d, grads[2 * l], False)
+        gemm.gemm(acts[l].T, d, grads[2 * l], False)
         grads[2 * l + 1] = np.empty(w.shape[1], w.dtype)
-        K.column_sum(d, grads[2 * l + 1], False)
+        pointwise.column_sum(d, grads[2 * l + 1], False)
         if l > 0:
             d_prev = np.empty((n, w.shape[0]), w.dtype)
-            K.gemm(d, w.T, d_prev, False)
-            d = K.relu_grad(d_prev, acts[l], None, False)
+            gemm.gemm(d, w.T, d_prev, False)
+            d = pointwise.relu_grad(d_prev, acts[l], None, False)
     return grads
 
 
@@ -651,17 +651,17 @@ class GemmFloor:
 def kernel_breakdown(step, n, label_gemm=True):
     """Time every call fastad makes into its compiled kernels during `n` calls of step.
 
-    Wraps the module `fastad._ops` uses for its kernels (`fastad._ops.K`) in a timing
-    proxy, so it depends on that internal name; returns None if it is not there.
-    Returns (seconds per step uninstrumented, [(seconds per step, calls per step,
+    Wraps each function of fastad's kernel modules (fastad.kernels.gemm, pointwise,
+    rows), which the ops call by module attribute, in a timer for the instrumented
+    steps. Returns (seconds per step uninstrumented, [(seconds per step, calls per step,
     kernel label)], seconds per step instrumented).
     """
     import collections
-    try:
-        import fastad._ops as ops
-        kernels = ops.K
-    except (ImportError, AttributeError):
-        return None
+
+    from fastad.kernels import gemm, pointwise, rows
+    originals = {(module, name): f for module in (gemm, pointwise, rows)
+                 for name, f in vars(module).items()
+                 if callable(f) and not isinstance(f, type) and not name.startswith("_")}
     totals = collections.defaultdict(float)
     counts = collections.Counter()
 
@@ -674,25 +674,23 @@ def kernel_breakdown(step, n, label_gemm=True):
                     f"{a[1].shape[0]}x{a[1].shape[1]}({lay(a[1])}){acc}")
         return name
 
-    class Proxy:
-        def __getattr__(self, name):
-            f = getattr(kernels, name)
-
-            def wrapper(*a, **k):
-                t0 = now()
-                r = f(*a, **k)
-                key = label(name, a)
-                totals[key] += now() - t0
-                counts[key] += 1
-                return r
-            return wrapper
+    def timed_kernel(name, f):
+        def wrapper(*a, **k):
+            t0 = now()
+            r = f(*a, **k)
+            key = label(name, a)
+            totals[key] += now() - t0
+            counts[key] += 1
+            return r
+        return wrapper
 
     step()
     t0 = now()
     for _ in range(n):
         step()
     plain = (now() - t0) / n
-    ops.K = Proxy()
+    for (module, name), f in originals.items():
+        setattr(module, name, timed_kernel(name, f))
     try:
         step()
         totals.clear()
@@ -702,7 +700,8 @@ def kernel_breakdown(step, n, label_gemm=True):
             step()
         instrumented = (now() - t0) / n
     finally:
-        ops.K = kernels
+        for (module, name), f in originals.items():
+            setattr(module, name, f)
     rows = sorted(((t / n, counts[k] / n, k) for k, t in totals.items()), reverse=True)
     return plain, rows, instrumented
 
@@ -712,18 +711,14 @@ def profile_report(step, n, kernel_n=None, top=15):
     import cProfile
     import io
     import pstats
-    print("\n--profile: time inside fastad's compiled kernels (fastad._ops.K calls)")
-    res = kernel_breakdown(step, kernel_n or n)
-    if res is None:
-        print("  (fastad._ops.K not found: breakdown unavailable)")
-    else:
-        plain, rows, instrumented = res
-        total = sum(t for t, _, _ in rows)
-        table_rows = [[fmt_time(t), f"{c:g}", k] for t, c, k in rows]
-        print_table(table_rows, ["per step", "calls", "kernel"])
-        print(f"step {fmt_time(plain)} uninstrumented; kernels {fmt_time(total)} "
-              f"({total / plain:.0%}); outside kernels ~{fmt_time(plain - total)} "
-              f"(instrumented step {fmt_time(instrumented)})")
+    print("\n--profile: time inside fastad's compiled kernels (fastad.kernels calls)")
+    plain, rows, instrumented = kernel_breakdown(step, kernel_n or n)
+    total = sum(t for t, _, _ in rows)
+    table_rows = [[fmt_time(t), f"{c:g}", k] for t, c, k in rows]
+    print_table(table_rows, ["per step", "calls", "kernel"])
+    print(f"step {fmt_time(plain)} uninstrumented; kernels {fmt_time(total)} "
+          f"({total / plain:.0%}); outside kernels ~{fmt_time(plain - total)} "
+          f"(instrumented step {fmt_time(instrumented)})")
     print(f"\n--profile: cProfile of {n} steps, top {top} by own time")
     pr = cProfile.Profile()
     pr.enable()

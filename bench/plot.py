@@ -52,7 +52,7 @@ def main():
             x = fa.tensor(X)
             rows = np.arange(batch)
 
-            def fastad_step():
+            def fastad_step(x=x, y=y, rows=rows):  # this batch's data
                 loss = C.fastad_mlp_loss(fa, params, x, y, rows)
                 grads = fa.grad(loss, params)
                 del grads, loss

@@ -27,6 +27,7 @@ import _common as C  # noqa: E402
 SIZES = [784, 256, 256, 10]
 BATCH = 64
 KERNELS_ALONE = "fastad's kernels alone (no tape)"
+FLOOR = "GEMM floor (SciPy sgemm)"
 
 
 def main():
@@ -99,7 +100,7 @@ def main():
 
     ours = [("fastad step", C.timed(fastad_step, number)),
             *([(KERNELS_ALONE, C.timed(kernels_step, number))] if tape_free else []),
-            ("GEMM floor (SciPy sgemm)", C.timed(floor_step, number)),
+            (FLOOR, C.timed(floor_step, number)),
             ("GEMM floor, all outputs row-major (as fastad)",
              C.timed(floor_rowmajor_step, number))]
     if blas_threads > 1:
@@ -125,7 +126,7 @@ def main():
     med = {k: C.median(v) for k, v in times.items()}
     m_fa = med["fastad step"]
     # targets: paired ratios (see C.paired_ratio); the table's medians are for reference
-    r_floor = C.paired_ratio(times, "fastad step", "GEMM floor (SciPy sgemm)", per_block)
+    r_floor = C.paired_ratio(times, "fastad step", FLOOR, per_block)
     r_torch = C.paired_ratio(times, "fastad step", "pytorch", per_block) if child else None
     rows_t = []
     for name in times:
@@ -134,7 +135,7 @@ def main():
             label = (f"PyTorch {child.info['torch']} eager (child, {child.info['threads']} "
                      f"threads, {child.info['blas']})")
         target = ""
-        if name == "GEMM floor (SciPy sgemm)":
+        if name == FLOOR:
             target = f"paired {C.fmt_ratio(r_floor)} <= 1.2x: {C.target_check(r_floor, 1.2)}"
         elif name == "pytorch":
             target = f"paired {C.fmt_ratio(r_torch)} <= 1.0x: {C.target_check(r_torch, 1.0)}"
@@ -149,7 +150,8 @@ def main():
     if tape_free:
         print(f"the tape's share: fastad / its kernels alone "
               f"{C.fmt_ratio(C.paired_ratio(times, 'fastad step', KERNELS_ALONE, per_block))}, "
-              f"kernels alone / GEMM floor {C.fmt_ratio(C.paired_ratio(times, KERNELS_ALONE, 'GEMM floor (SciPy sgemm)', per_block))} (paired)")
+              f"kernels alone / GEMM floor "
+              f"{C.fmt_ratio(C.paired_ratio(times, KERNELS_ALONE, FLOOR, per_block))} (paired)")
     print("GEMM floor per product (min of 5; C = row-major result, F = column-major):")
     C.print_table([[prod.name, f"{prod.m}x{prod.k} @ {prod.k}x{prod.n}",
                     C.fmt_time(prod.timings["C"]), C.fmt_time(prod.timings["F"]),

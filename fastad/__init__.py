@@ -2,22 +2,35 @@
 
 Every gradient request on an output shares one reverse sweep; matrix products, sigmoid,
 softmax and fused softmax-cross-entropy run in compiled kernels over SciPy's BLAS.
+
+Layout: `core` (tensors, the tape, the sweep; imports no op), `ops` (one module per op
+family; `ops.REGISTRY` is the list of public ops this namespace is built from),
+`kernels` (the compiled kernels), and on top `nn`, `optim`, `io` and `gradcheck`.
 """
-from ._tensor import Parameter, Tensor, tensor  # first: it wires up _autograd and _ops
-from ._autograd import backward, detect_anomaly, enable_grad, grad, is_grad_enabled, no_grad
-from ._gradcheck import gradcheck
-from . import nn, optim
-from ._io import load, save
-from ._ops import (abs, add, argmax, concatenate, cross_entropy, div, dot, exp, getitem, log,
-                   log_softmax, matmul, max, mean, mul, neg, nll_loss, pow, relu, reshape,
-                   sigmoid, softmax, sqrt, sub, sum, tanh, transpose, where)
+import sys
+
+from ._stale import refuse_stale_builds
+
+refuse_stale_builds()  # in a source checkout, never run a compiled module older than its .py
+
+from .core import tensor as _tensor  # noqa: E402
+from .core.modes import detect_anomaly, enable_grad, is_grad_enabled, no_grad  # noqa: E402
+from .core.sweep import backward, grad  # noqa: E402
+from .core.tensor import Parameter, Tensor, tensor  # noqa: E402
+from .ops import REGISTRY as _OPS  # noqa: E402
+
+globals().update(_OPS)  # add, matmul, sigmoid, ...: every public op, by its name
+
+from . import nn, optim  # noqa: E402  (they use the ops above)
+from ._gradcheck import gradcheck  # noqa: E402
+from .io import load, save  # noqa: E402
+
+_tensor.api = sys.modules[__name__]  # Tensor's operators and methods call these functions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Parameter", "grad", "backward", "no_grad", "enable_grad",
     "is_grad_enabled", "detect_anomaly", "gradcheck", "nn", "optim", "save", "load",
-    "abs", "add", "argmax", "concatenate", "cross_entropy", "div", "dot", "exp", "getitem",
-    "log", "log_softmax", "matmul", "max", "mean", "mul", "neg", "nll_loss", "pow", "relu",
-    "reshape", "sigmoid", "softmax", "sqrt", "sub", "sum", "tanh", "transpose", "where",
+    *sorted(_OPS),
 ]

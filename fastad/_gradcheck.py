@@ -1,8 +1,9 @@
 """Finite-difference checking of fastad's gradients."""
 import numpy as np
 
-from ._autograd import grad, no_grad
-from ._tensor import Tensor
+from .core.modes import no_grad
+from .core.sweep import grad
+from .core.tensor import Tensor
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):

@@ -7,10 +7,12 @@ registers it, in assignment order; that order is the order of `.parameters()` an
 """
 import numpy as np
 
-from ._autograd import mark_modified
-from ._ops import matmul, relu, sigmoid, tanh
 from ._checks import key_problems, writable_in_place
-from ._tensor import Parameter, Tensor, check_matches, float_dtype
+from .core.arrays import check_matches, float_dtype
+from .core.clock import mark_modified
+from .core.tensor import Parameter, Tensor
+from .ops.elementwise import relu, sigmoid, tanh
+from .ops.linalg import matmul
 
 __all__ = ["Module", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh"]
 

@@ -29,10 +29,11 @@ import numbers
 
 import numpy as np
 
-from . import _optim as K
-from ._autograd import mark_modified
 from ._checks import key_problems, writable_in_place
-from ._tensor import Tensor, check_matches
+from .core.arrays import check_matches
+from .core.clock import mark_modified
+from .core.tensor import Tensor
+from .kernels import updates
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -381,7 +382,7 @@ class SGD(Optimizer):
         # Buffers start at zero, so the first step's buf = momentum * 0 + d = d, as PyTorch.
         momentum = options["momentum"]
         buffer = self.momentum_buffers[i] if momentum != 0 else None
-        K.sgd_step(value, grad, buffer, options["lr"], momentum, options["weight_decay"],
+        updates.sgd_step(value, grad, buffer, options["lr"], momentum, options["weight_decay"],
                    options["nesterov"])
 
 
@@ -412,7 +413,7 @@ class Adam(Optimizer):
         l2, param_scale = weight_decay, 1.0
         if self.decoupled_weight_decay:  # as PyTorch, p *= 1 - lr * wd only when wd != 0
             l2, param_scale = 0.0, (1 - lr * weight_decay if weight_decay != 0 else 1.0)
-        K.adam_step(value, grad, self.exp_avgs[i], self.exp_avg_sqs[i], beta1, beta2,
+        updates.adam_step(value, grad, self.exp_avgs[i], self.exp_avg_sqs[i], beta1, beta2,
                     step_size, bias_correction2_sqrt, options["eps"], l2, param_scale)
 
 

@@ -1,9 +1,10 @@
 """Shared fixtures for fastad's tests.
 
 With `--import-mode=importlib` test modules cannot import this file, so every shared
-helper is a fixture (plain helpers that are not fixtures live in tests/_*.py): `rng`, `dtype` (both float dtypes), `torch` (skips when PyTorch is
-missing), `assert_close` (tolerances by dtype) and `count_vjps` (a test-only counter of
-the backward calls each recorded node receives).
+helper is a fixture (plain helpers that are not fixtures live in tests/_*.py): `rng`,
+`dtype` (both float dtypes), `torch` (skips when PyTorch is missing), `assert_close`
+(tolerances by dtype) and `count_vjps` (a test-only counter of the backward calls each
+recorded node receives).
 """
 import collections
 import pathlib

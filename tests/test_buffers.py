@@ -8,39 +8,39 @@ import numpy as np
 import pytest
 
 import fastad as fa
-from fastad import _buffers
+from fastad.core import buffers
 
 
 @pytest.fixture
 def pool_everything(monkeypatch):
     """Pool every buffer, however small, in a fresh pool."""
-    monkeypatch.setattr(_buffers, "POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(_buffers, "_pool", {})
+    monkeypatch.setattr(buffers, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(buffers, "_pool", {})
 
 
 def test_a_held_buffer_is_never_handed_out_again(pool_everything):
-    first = _buffers.empty((4, 3), np.dtype(np.float64))
-    second = _buffers.empty((4, 3), np.dtype(np.float64))
+    first = buffers.empty((4, 3), np.dtype(np.float64))
+    second = buffers.empty((4, 3), np.dtype(np.float64))
     assert second is not first
-    third = _buffers.empty((4, 3), np.dtype(np.float64))  # both held, and the pool keeps two
+    third = buffers.empty((4, 3), np.dtype(np.float64))  # both held, and the pool keeps two
     assert third is not first and third is not second
 
 
 def test_a_dropped_buffer_is_reused(pool_everything):
-    first = _buffers.empty((4, 3), np.dtype(np.float32), "F")
+    first = buffers.empty((4, 3), np.dtype(np.float32), "F")
     first_id = id(first)
     del first
-    again = _buffers.empty((4, 3), np.dtype(np.float32), "F")
+    again = buffers.empty((4, 3), np.dtype(np.float32), "F")
     assert id(again) == first_id
     assert again.flags.f_contiguous and again.dtype == np.float32
 
 
 def test_a_view_keeps_its_buffer_busy(pool_everything):
-    first = _buffers.empty((4, 3), np.dtype(np.float64))
+    first = buffers.empty((4, 3), np.dtype(np.float64))
     view = first[1:]
     first_id = id(first)
     del first
-    assert id(_buffers.empty((4, 3), np.dtype(np.float64))) != first_id
+    assert id(buffers.empty((4, 3), np.dtype(np.float64))) != first_id
     del view
 
 

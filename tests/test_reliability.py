@@ -46,7 +46,7 @@ def run_child(code, prelude="", timeout=300):
 MLP = """
 import numpy as np
 import fastad as fa
-from fastad._autograd import mark_modified
+from fastad.core.clock import mark_modified
 
 def make_model(sizes, dtype, seed):
     rng = np.random.default_rng(seed)

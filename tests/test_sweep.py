@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastad as fa
-from fastad._autograd import mark_modified
+from fastad.core.clock import mark_modified
 
 
 def sigmoid(v):

@@ -1,109 +1,15 @@
-"""The tape and the reverse sweep.
-
-(Plain Python. The install compiles it with Cython, and `_autograd.pxd` then makes Node
-and Sweep extension types, so the sweep's loop reads them in C.)
-
-Recording: an op whose inputs need a gradient gets a `Node` holding its vector-Jacobian
-product (`vjp`), the values it saved, and its parents. Nodes are numbered as they are
-made, so creation order is a topological order and the sweep needs no graph sort
-beyond ordering the nodes it reaches by that number.
-
-The sweep knows nothing about individual ops. A vjp is called as
-`vjp(g, saved, out)`: `g` is the adjoint of the node's output and `out[i]` says what to
-do for input i: `SKIP` (no gradient needed), `None` (first contribution: return a new
-array, or `g` itself, or a view of `g`), or an array the vjp must add its contribution
-into in place (and return). Each node's adjoint buffer is therefore allocated once,
-by its first contribution, and later contributions accumulate into it.
-"""
-import functools
-import itertools
+"""The reverse sweep: one per output, run only as far as the gradients asked need, and
+the public entry points `grad` and `backward` that drive it."""
 import math
 import threading
 
 import numpy as np
 
-from ._kernels import check_signals
-from ._tensor import Tensor, check_matches
-
-SKIP = "skip"
-# One clock numbers nodes as they are made and stamps in-place updates of leaves, so a
-# node is stale exactly when one of its leaves was stamped after it.
-_clock = itertools.count().__next__
-
-
-def mark_modified(leaf):
-    """Record that `leaf`'s value was changed in place (an optimizer step, a load):
-    sweeping an op recorded before this point raises instead of using the new value."""
-    leaf._modified_at = _clock()
-
-
-class _Modes(threading.local):
-    grad_enabled = True
-    anomaly = False
-    plain = True  # grad_enabled and not anomaly: record's common case, in one lookup
-
-    def set(self, attribute, value):
-        setattr(self, attribute, value)
-        self.plain = self.grad_enabled and not self.anomaly
-
-
-modes = _Modes()
-
-
-class Node:
-    """One recorded op application: enough to send its output's adjoint to its inputs."""
-
-    __slots__ = ("vjp", "parents", "saved", "index", "released")
-
-    def __init__(self, vjp, parents, saved):
-        self.vjp = vjp
-        self.parents = parents
-        self.saved = saved
-        self.index = _clock()
-        self.released = False
-
-    def __repr__(self):
-        return f"<Node {self.vjp.op_name} #{self.index}>"
-
-
-def vjp_of(op_name):
-    """Marks a function as the vjp of `op_name` (the name shown in reprs and errors)."""
-    def mark(vjp):
-        vjp.op_name = op_name
-        return vjp
-    return mark
-
-
-def record(vjp, value, inputs, saved=()):
-    """The Tensor holding an op's `value`, with a Node if any input needs a gradient.
-
-    `inputs` are the op's operands: Tensors, or None for constants.
-    """
-    if type(value) is not np.ndarray:
-        value = np.asarray(value)  # NumPy returns scalars, not 0-d arrays, from 0-d math
-    if not modes.plain:
-        if modes.anomaly:
-            _check_finite(value, f"the forward value of '{vjp.op_name}'")
-        if not modes.grad_enabled:
-            return _make_tensor(value, vjp, None)
-    parents = tuple([_parent(t) for t in inputs])
-    for parent in parents:
-        if parent is not None:
-            return _make_tensor(value, vjp, Node(vjp, parents, saved))
-    return _make_tensor(value, vjp, None)
-
-
-def _parent(t):
-    """What a node keeps of an input: the node that made it, the leaf itself, or None
-    (a constant, or a tensor that needs no gradient)."""
-    if t is None or not t.requires_grad:
-        return None
-    return t._node or t
-
-
-def _check_finite(array, what):
-    if not np.all(np.isfinite(array)):
-        raise FloatingPointError(f"detect_anomaly: {what} contains NaN or Inf")
+from ..kernels.signals import check_signals
+from .arrays import check_matches
+from .modes import modes
+from .tape import SKIP, Node, check_finite
+from .tensor import Tensor
 
 
 class Sweep:
@@ -114,6 +20,10 @@ class Sweep:
     next request resumes where this one stopped: any sequence of requests costs one sweep
     and gets the values of one joint request.
     """
+
+    __slots__ = ("seed", "order", "final_at", "leaf_uses", "adjoints", "unowned", "results",
+                 "stopped_by", "lock", "position", "released_any", "implied_seed",
+                 "__weakref__")
 
     def __init__(self, root, seed, implied_seed):
         self.seed = seed
@@ -165,14 +75,19 @@ class Sweep:
                 parents = node.parents
                 out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
                              for p in parents])
-                grads = node.vjp(g, node.saved, out)
+                result = node.vjp(g, node.saved, out)
+                if type(result) is not tuple or len(result) != len(parents):
+                    raise TypeError(f"the vjp of '{node.vjp.op_name}' returned "
+                                    f"{type(result).__name__} {result!r:.80}: a vjp returns a "
+                                    f"tuple with one entry per input ({len(parents)})")
+                grads = result
                 for i in range(len(parents)):
                     parent = parents[i]
                     if parent is None:
                         continue
                     contribution = grads[i]
                     if anomaly:
-                        _check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
+                        check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
                     if contribution is out[i]:
                         continue  # accumulated in place
                     if type(contribution) is not np.ndarray:
@@ -401,70 +316,3 @@ def backward(output, seed=None, retain_graph=False):
     if not retain_graph:
         output._consumed = True
         output._sweep = None
-
-
-# --- modes ------------------------------------------------------------------------
-
-class _ThreadMode:
-    """A thread-local switch: a context manager, and a decorator as `@mode` or `@mode()`."""
-
-    attribute = None
-    value = None
-
-    def __new__(cls, func=None):
-        if func is not None:  # used as @mode
-            return cls._decorate(func)
-        return super().__new__(cls)
-
-    def __init__(self, func=None):
-        self._saved = threading.local()
-
-    def __enter__(self):
-        stack = self._saved.__dict__.setdefault("stack", [])
-        stack.append(getattr(modes, self.attribute))
-        modes.set(self.attribute, self.value)
-        return self
-
-    def __exit__(self, *exc):
-        modes.set(self.attribute, self._saved.stack.pop())
-        return False
-
-    def __call__(self, func):  # used as @mode()
-        return self._decorate(func)
-
-    @classmethod
-    def _decorate(cls, func):
-        @functools.wraps(func)
-        def run_in_mode(*args, **kwargs):
-            with cls():
-                return func(*args, **kwargs)
-        return run_in_mode
-
-
-class no_grad(_ThreadMode):
-    """Record nothing (in this thread) inside the block or the decorated function."""
-
-    attribute = "grad_enabled"
-    value = False
-
-
-class enable_grad(_ThreadMode):
-    """Record again inside a no_grad block (in this thread)."""
-
-    attribute = "grad_enabled"
-    value = True
-
-
-class detect_anomaly(_ThreadMode):
-    """Raise FloatingPointError at the first op whose forward value or backward
-    contribution holds NaN or Inf (in this thread)."""
-
-    attribute = "anomaly"
-    value = True
-
-
-def is_grad_enabled():
-    return modes.grad_enabled
-
-
-from ._tensor import make_tensor as _make_tensor  # noqa: E402

@@ -1,5 +1,6 @@
-# Cython declarations for _tensor.py when it is compiled (see setup.py); the module
+# Cython declarations for tensor.py when it is compiled (see setup.py); the module
 # itself stays plain Python. As an extension type, a Tensor is made and filled in C.
+# tests/test_layout.py checks that these fields are the class's __slots__.
 import cython
 
 cdef class Tensor:
@@ -11,3 +12,6 @@ cdef class Tensor:
 
 @cython.locals(t=Tensor)
 cpdef make_tensor(value, made_by, node)
+cpdef as_tensor(op, x)
+cpdef constant(op, x, dtype)
+cpdef tuple operands(op, a, b)

@@ -1,15 +1,10 @@
-# Cython declarations for _autograd.py when it is compiled (see setup.py); the module
-# itself stays plain Python. Node and Sweep become extension types, and the sweep's
-# loop reads nodes, lists, dicts and sets through C rather than attribute lookups.
+# Cython declarations for sweep.py when it is compiled (see setup.py); the module itself
+# stays plain Python. Sweep becomes an extension type, and its loop reads nodes, lists,
+# dicts and sets through C rather than attribute lookups. tests/test_layout.py checks
+# these fields against Sweep's __slots__.
 import cython
 
-from fastad._tensor cimport Tensor as TensorType
-
-
-cdef class Node:
-    cdef public object vjp, parents, saved
-    cdef public Py_ssize_t index
-    cdef public bint released
+from fastad.core.tape cimport Node
 
 
 cdef class Sweep:
@@ -30,6 +25,3 @@ cdef class Sweep:
 
 @cython.locals(node=Node, stack=list, nodes=list, leaf_uses=list, final_at=dict)
 cpdef tuple _reachable(root)
-
-
-cpdef _parent(TensorType t)

@@ -1,0 +1,385 @@
+"""Tensors: an ndarray, whether it needs a gradient, and the node that made it; and the
+rules by which other operands (arrays, scalars, lists) join a Tensor in an op."""
+import numpy as np
+
+from .arrays import checked_assignment, to_array
+from .clock import mark_modified
+from .modes import modes
+
+# The one reference upward: fastad's public namespace, whose functions Tensor's
+# operators and methods call (`t + u` is `fa.add(t, u)`). fastad/__init__.py sets it
+# once the ops are defined; the core itself imports no op.
+api = None
+
+
+class Tensor:
+    """An ndarray that remembers how it was computed, for reverse-mode gradients.
+
+    Build one with `fa.tensor` or `fa.Parameter`; ops return new Tensors.
+    """
+
+    __slots__ = ("_value", "requires_grad", "_grad", "_node", "_made_by", "_modified_at",
+                 "_origin", "_sweep", "_consumed", "__weakref__")
+
+    def __init__(self, data, dtype=None, requires_grad=False):
+        self._value = to_array(data.value if isinstance(data, Tensor) else data, dtype)
+        self.requires_grad = bool(requires_grad)
+        self._grad = None
+        self._node = None
+        self._made_by = None  # the vjp of the op that made it (its name is the op's)
+        self._modified_at = -1  # the tape clock's reading at its last in-place update
+
+    # --- the two attributes a user may assign, checked like an op's input ----------
+    @property
+    def value(self):
+        """The ndarray (float32 or float64, C-contiguous). Assigning an array of the same
+        shape and precision replaces it (a view of it, or a copy in a layout the kernels
+        accept) and marks the tensor as modified, like an optimizer step."""
+        return self._value
+
+    @value.setter
+    def value(self, data):
+        if data is not self._value:  # `t.value += 1` assigns the same array back
+            self._value = checked_assignment(data, self._value, "Tensor.value")
+        mark_modified(self)
+
+    @property
+    def grad(self):
+        """The gradient filled by `backward()` (an ndarray of the tensor's shape and
+        dtype), or None. Assigned values are checked as for `.value`."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, data):
+        if data is not None and data is not self._grad:
+            if not isinstance(data, np.ndarray):
+                raise TypeError(f"Tensor.grad: must be None or an ndarray, got "
+                                f"{type(data).__name__}")
+            data = checked_assignment(data, self._value, "Tensor.grad", share_object=True)
+        self._grad = data
+
+    # --- array facts -----------------------------------------------------------
+    @property
+    def shape(self):
+        return self._value.shape
+
+    @property
+    def ndim(self):
+        return self._value.ndim
+
+    @property
+    def size(self):
+        return self._value.size
+
+    @property
+    def dtype(self):
+        return self._value.dtype
+
+    @property
+    def T(self):
+        return api.transpose(self)
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    def numpy(self):
+        """The value ndarray (shared, not copied)."""
+        return self._value
+
+    def __array__(self, dtype=None, copy=None):
+        if copy:
+            return np.array(self._value, dtype=dtype, copy=True)
+        return self._value if dtype is None else self._value.astype(dtype, copy=False)
+
+    def item(self):
+        return self._value.item()
+
+    def detach(self):
+        """The same value, cut from the graph."""
+        return Tensor(self._value)
+
+    def __len__(self):
+        return len(self._value)
+
+    def __bool__(self):
+        return bool(self._value)
+
+    def __float__(self):
+        return float(self._value)
+
+    def __repr__(self):
+        body = np.array2string(self._value, precision=4, threshold=20, separator=", ",
+                               prefix="tensor(")
+        parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
+        if self._made_by is not None:
+            parts.append(f"op={self._made_by.op_name}")
+        if self.requires_grad:
+            parts.append("requires_grad=True")
+        return f"tensor({body}, {', '.join(parts)})"
+
+    # --- gradients -------------------------------------------------------------
+    def backward(self, seed=None, retain_graph=False):
+        """Add d(self)/d(leaf) into every leaf's .grad, in one reverse sweep."""
+        api.backward(self, seed=seed, retain_graph=retain_graph)
+
+    # --- methods that are ops --------------------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        return api.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return api.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return api.max(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        return api.reshape(self, *shape)
+
+    def transpose(self, *axes):
+        return api.transpose(self, *axes)
+
+    def __getitem__(self, index):
+        return api.getitem(self, index)
+
+    # --- operators -------------------------------------------------------------
+    def __add__(self, other):
+        return api.add(self, other)
+
+    def __radd__(self, other):
+        return api.add(other, self)
+
+    def __sub__(self, other):
+        return api.sub(self, other)
+
+    def __rsub__(self, other):
+        return api.sub(other, self)
+
+    def __mul__(self, other):
+        return api.mul(self, other)
+
+    def __rmul__(self, other):
+        return api.mul(other, self)
+
+    def __truediv__(self, other):
+        return api.div(self, other)
+
+    def __rtruediv__(self, other):
+        return api.div(other, self)
+
+    def __pow__(self, other):
+        return api.pow(self, other)
+
+    def __rpow__(self, other):
+        return api.pow(other, self)
+
+    def __matmul__(self, other):
+        return api.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return api.matmul(other, self)
+
+    def __neg__(self):
+        return api.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return api.abs(self)
+
+    # --- in-place operators: updates under no_grad, errors on the tape ------------
+    def __iadd__(self, other):
+        return self._update_in_place("+=", np.add, other)
+
+    def __isub__(self, other):
+        return self._update_in_place("-=", np.subtract, other)
+
+    def __imul__(self, other):
+        return self._update_in_place("*=", np.multiply, other)
+
+    def __itruediv__(self, other):
+        return self._update_in_place("/=", np.true_divide, other)
+
+    def _update_in_place(self, symbol, ufunc, other):
+        """PyTorch's `with no_grad(): p -= lr * p.grad`: write into `.value` and mark the
+        tensor modified. On a tensor the tape tracks, refuse rather than rebind."""
+        if modes.grad_enabled and (self.requires_grad or self._node is not None):
+            raise RuntimeError(
+                f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
+                f"op) would bypass the tape: write `x = x {symbol[0]} y`, or update it "
+                "inside `with fa.no_grad():`")
+        _, operand, _, _ = operands(symbol, self, other)
+        shape = self._value.shape
+        try:
+            fits = np.broadcast_shapes(shape, np.shape(operand)) == shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{symbol}: an operand of shape {np.shape(operand)} cannot "
+                             f"update a tensor of shape {shape} in place")
+        ufunc(self._value, operand, out=self._value)
+        mark_modified(self)
+        return self
+
+    # --- NumPy: operators keep the graph, other NumPy functions name fastad's -------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        name = _NUMPY_OPERATORS.get(ufunc) if method == "__call__" and not kwargs else None
+        if name is None:
+            raise TypeError(_numpy_message(ufunc.__name__))
+        if name in _COMPARISONS:
+            return ufunc(*_plain_all(inputs))
+        return getattr(api, name)(*inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func.__name__ in _FASTAD_NAMES:
+            raise TypeError(_numpy_message(func.__name__))
+        return func(*_plain_all(args), **_plain_all(kwargs))  # no gradient: plain values
+
+    # Comparisons give plain boolean arrays; Tensors stay hashable by identity.
+    def __hash__(self):
+        return id(self) >> 4  # by identity (compiled, a C shift; leaves key the sweep's dicts)
+
+    def __eq__(self, other):
+        return self._value == _plain(other)
+
+    def __ne__(self, other):
+        return self._value != _plain(other)
+
+    def __lt__(self, other):
+        return self._value < _plain(other)
+
+    def __le__(self, other):
+        return self._value <= _plain(other)
+
+    def __gt__(self, other):
+        return self._value > _plain(other)
+
+    def __ge__(self, other):
+        return self._value >= _plain(other)
+
+
+def make_tensor(value, made_by, node):
+    """A Tensor for an op's result (no validation: value is already a proper array)."""
+    t = Tensor.__new__(Tensor)
+    t._value = value
+    t.requires_grad = node is not None
+    t._grad = None
+    t._node = node
+    t._made_by = made_by
+    t._modified_at = -1
+    return t
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A leaf Tensor. float32/float64 data keep their dtype, other real data become float64.
+
+    Shares `data`'s memory when it is a C-contiguous, aligned, writeable array of the
+    target dtype (as np.asarray does), copies otherwise. Complex, object and string
+    data, and a dtype other than float32/float64, raise TypeError.
+    """
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+
+
+class Parameter(Tensor):
+    """A leaf Tensor with requires_grad=True that owns a copy of `data`.
+
+    The copy means optimizer updates never write into the caller's array.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data, dtype=None):
+        data = data.value if isinstance(data, Tensor) else data
+        super().__init__(to_array(data, dtype, copy=True, what="Parameter"), requires_grad=True)
+
+
+# --- operands: how arrays, lists and scalars join a Tensor in an op -----------------------
+
+def as_tensor(op, x):
+    """x as a Tensor (non-Tensors follow the fa.tensor rules)."""
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(to_array(x, what=op))
+
+
+def constant(op, x, dtype):
+    """A non-Tensor operand next to a Tensor of `dtype`.
+
+    Python and NumPy scalars and int/bool arrays take `dtype`; a float array of the
+    other precision is a mixed-dtype TypeError (as in fa.tensor's rules).
+    """
+    if type(x) is int or type(x) is float:
+        # The tensor's own scalar type: NumPy computes with it twice as fast as with a
+        # Python scalar on small arrays (0.6 vs 1.2 us), with the same result dtype.
+        return dtype.type(x)
+    array = np.asarray(x)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"{op}: cannot use {array.dtype} data as an operand")
+    other_precision = array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) \
+        and array.dtype.itemsize != dtype.itemsize  # byte order aside
+    if isinstance(x, np.ndarray) and other_precision:
+        raise TypeError(mixed_dtypes(op, dtype, array.dtype.newbyteorder("="), "operands"))
+    return to_array(x if array is x else array, dtype, what=op)
+
+
+def mixed_dtypes(op, first, second, what):
+    return (f"{op}: cannot mix {first} and {second} {what}; use one precision throughout, "
+            "e.g. fa.Parameter(data, dtype=np.float32) or nn.Linear(..., dtype=np.float64), "
+            "or cast arrays with .astype()")
+
+
+def operands(op, a, b):
+    """(a value, b value, a Tensor or None, b Tensor or None), with one shared dtype."""
+    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
+    if a_is and b_is:
+        if a._value.dtype != b._value.dtype:
+            raise TypeError(mixed_dtypes(op, a._value.dtype, b._value.dtype, "tensors"))
+        return a._value, b._value, a, b
+    if a_is:
+        return a._value, constant(op, b, a._value.dtype), a, None
+    if b_is:
+        return constant(op, a, b._value.dtype), b._value, None, b
+    return operands(op, as_tensor(op, a), as_tensor(op, b))
+
+
+# --- NumPy functions and ufuncs applied to Tensors -------------------------------------
+
+def _plain(x):
+    return x._value if isinstance(x, Tensor) else x
+
+
+def _plain_all(args):
+    """args (a tuple, list or dict, nested) with every Tensor replaced by its value."""
+    if isinstance(args, (tuple, list)):
+        return type(args)(_plain_all(a) for a in args)
+    if isinstance(args, dict):
+        return {k: _plain_all(v) for k, v in args.items()}
+    return _plain(args)
+
+
+# The ufuncs NumPy's operators call for `ndarray OP Tensor`, and the fastad function
+# each stands for: the result is a Tensor on the tape; comparisons give plain bool arrays.
+_COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
+_NUMPY_OPERATORS = {np.add: "add", np.subtract: "sub", np.multiply: "mul",
+                    np.true_divide: "div", np.power: "pow", np.matmul: "matmul",
+                    **{getattr(np, name): name for name in _COMPARISONS}}
+
+# NumPy names of fastad functions, for errors that say which one to call instead.
+_FASTAD_NAMES = {"exp": "exp", "log": "log", "sqrt": "sqrt", "absolute": "abs", "abs": "abs",
+                 "tanh": "tanh", "negative": "neg", "add": "add", "subtract": "sub",
+                 "multiply": "mul", "true_divide": "div", "divide": "div", "power": "pow",
+                 "matmul": "matmul", "dot": "dot", "sum": "sum", "mean": "mean", "max": "max",
+                 "amax": "max", "min": "min", "amin": "min", "argmax": "argmax",
+                 "maximum": "maximum", "minimum": "minimum", "clip": "clip",
+                 "log1p": "log1p", "square": "square", "concatenate": "concatenate",
+                 "stack": "stack", "where": "where", "reshape": "reshape",
+                 "transpose": "transpose"}
+
+
+def _numpy_message(name):
+    fastad_name = _FASTAD_NAMES.get(name)
+    plain = f"apply np.{name} to t.value for a plain ndarray (no gradient)"
+    if fastad_name is None:
+        return f"np.{name} does not record on fastad's tape; {plain}"
+    return f"np.{name} does not record on fastad's tape: use fa.{fastad_name}, or {plain}"

@@ -1,0 +1,2 @@
+from fastad.core.tensor cimport operands
+from fastad.ops.protocol cimport contribute_reduced

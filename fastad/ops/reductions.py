@@ -1,0 +1,78 @@
+"""Reductions over axes: sum, mean, max (ties share the gradient), argmax."""
+import numpy as np
+
+from ..core.tape import record, vjp_of
+from ..core.tensor import Tensor, as_tensor
+from .protocol import contribute, contribute_broadcast, normalize_axis, public
+
+
+def _axes(op, axis, ndim):
+    """axis (None, int or tuple) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    normalized = tuple(sorted(normalize_axis(op, a, ndim) for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return normalized
+
+
+def _kept_shape(shape, axes):
+    """The shape of a reduction's result with keepdims=True, which its adjoint reshapes to."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+@public
+def sum(x, axis=None, keepdims=False):
+    """Sum over `axis` (None: all; an int or a tuple)."""
+    x = as_tensor("sum", x)
+    axes = _axes("sum", axis, x.ndim)
+    value = np.asarray(x.value.sum(axis=axes, keepdims=keepdims))
+    return record(sum_vjp, value, (x,), (x.shape, _kept_shape(x.shape, axes)))
+
+
+@vjp_of("sum")
+def sum_vjp(g, saved, out):
+    shape, kept = saved
+    return (contribute_broadcast(out[0], g.reshape(kept), shape),)
+
+
+@public
+def mean(x, axis=None, keepdims=False):
+    """Mean over `axis` (None: all; an int or a tuple)."""
+    x = as_tensor("mean", x)
+    axes = _axes("mean", axis, x.ndim)
+    value = np.asarray(x.value.mean(axis=axes, keepdims=keepdims))
+    count = int(np.prod([x.shape[a] for a in axes]))
+    return record(mean_vjp, value, (x,), (x.shape, _kept_shape(x.shape, axes), count))
+
+
+@vjp_of("mean")
+def mean_vjp(g, saved, out):
+    shape, kept, count = saved
+    return (contribute_broadcast(out[0], g.reshape(kept) / count, shape),)
+
+
+@public
+def max(x, axis=None, keepdims=False):
+    """Maximum over `axis`; tied maxima share the gradient equally."""
+    x = as_tensor("max", x)
+    axes = _axes("max", axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"max: cannot reduce an empty axis (shape {x.shape}, axis {axis!r})")
+    value = np.asarray(x.value.max(axis=axes, keepdims=keepdims))
+    return record(max_vjp, value, (x,), (x.value, value, axes, _kept_shape(x.shape, axes)))
+
+
+@vjp_of("max")
+def max_vjp(g, saved, out):
+    x, y, axes, kept = saved
+    is_max = x == y.reshape(kept)
+    ties = is_max.sum(axis=axes, keepdims=True, dtype=g.dtype)
+    return (contribute(out[0], is_max * (g.reshape(kept) / ties)),)
+
+
+@public
+def argmax(x, axis=None):
+    """Indices of the maxima (an ndarray; not differentiable)."""
+    return np.asarray(np.argmax(x.value if isinstance(x, Tensor) else np.asarray(x), axis=axis))

@@ -1,0 +1,2 @@
+from fastad.core.tensor cimport as_tensor
+from fastad.ops.protocol cimport contribute, normalize_axis

@@ -1,0 +1,5 @@
+from fastad.core.tensor cimport as_tensor
+from fastad.ops.protocol cimport contiguous, kernel_out, normalize_axis
+
+cpdef _rowwise(kernel, x, axis)
+cpdef _rowwise_grad(kernel, out, g, y, axis)
