@@ -527,8 +527,9 @@ def numpy_function_cases():
 
 
 CASES = (shape_cases() + label_cases() + gather_cases() + dtype_cases() + misc_cases()
-         + attribute_cases() + optimizer_cases() + caller_array_cases() + index_sequence_cases() + inplace_cases()
-         + grad_result_cases() + numpy_function_cases())
+         + attribute_cases() + optimizer_cases() + caller_array_cases()
+         + index_sequence_cases() + inplace_cases() + grad_result_cases()
+         + numpy_function_cases())
 assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
 
 

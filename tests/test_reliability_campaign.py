@@ -25,7 +25,7 @@ The campaign runs in child processes (`python tests/test_reliability_campaign.py
 FAMILY`), one per family of ops, so a crash in a kernel fails a test instead of killing
 pytest. The child prints the number of cases it ran, and a falsifying example on failure.
 """
-import array
+import array as stdarray
 import collections
 import contextlib
 import functools
@@ -1166,8 +1166,8 @@ def prop_attributes(case):
             if t.requires_grad:
                 expected = state[name]["value"] - 0.5 * state[name]["grad"].astype(dtype)
                 assert_matches(t.value, expected, dtype, f"{name} after the step")
-    for array, before in copied:
-        np.testing.assert_array_equal(array, before, err_msg="a copied array was written")
+    for assigned, before in copied:
+        np.testing.assert_array_equal(assigned, before, err_msg="a copied array was written")
     for name, t in tensors.items():
         if state[name]["viewed"] is not None:
             np.testing.assert_array_equal(state[name]["viewed"], t.value,
@@ -1226,7 +1226,8 @@ def reference_step(name, hyper, state, values_, grads):
                                                       + hyper["eps"])
             continue
         if "momentum_buffers" in state:
-            buf = state["momentum_buffers"][i] = hyper["momentum"] * state["momentum_buffers"][i] + d
+            buffers = state["momentum_buffers"]
+            buf = buffers[i] = hyper["momentum"] * buffers[i] + d
             d = d + hyper["momentum"] * buf if hyper["nesterov"] else buf
         v -= hyper["lr"] * d
 
@@ -1493,10 +1494,10 @@ def prop_caller_labels(case):
 
 # --- any sequence as an index ----------------------------------------------------------
 
-SEQUENCE_TYPES = (list, tuple, array.array, range, collections.deque)
+SEQUENCE_TYPES = (list, tuple, stdarray.array, range, collections.deque)
 SEQUENCE_KINDS = {
     "list": list, "tuple": tuple, "deque": collections.deque,
-    **{f"array-{code}": functools.partial(array.array, code) for code in "liqb"},
+    **{f"array-{code}": functools.partial(stdarray.array, code) for code in "liqb"},
     "nested-list": lambda items: [items, items[::-1]],
 }
 
@@ -1527,7 +1528,7 @@ def index_cases(draw):
         return x, draw(index_sequences(shape[0], in_tuple=False))
     if how == "rows-and-labels" and len(shape) == 2:  # the kernel gather, p[arange(n), y]
         rows = draw(st.sampled_from([list, tuple, collections.deque, lambda r: r,
-                                     functools.partial(array.array, "l")]))(range(shape[0]))
+                                     functools.partial(stdarray.array, "l")]))(range(shape[0]))
         return x, (rows, draw(index_sequences(shape[1], in_tuple=True)))
     parts = []
     for axis in range(draw(st.integers(1, len(shape) + 1))):
@@ -1545,7 +1546,7 @@ def numpy_index(index):
     def convert(part):
         if not isinstance(part, SEQUENCE_TYPES):
             return part
-        a = np.asarray(part if isinstance(part, (list, tuple, array.array)) else list(part))
+        a = np.asarray(part if isinstance(part, (list, tuple, stdarray.array)) else list(part))
         return a.astype(np.intp) if a.size == 0 and a.dtype.kind == "f" else a
     return tuple(map(convert, index)) if isinstance(index, tuple) else convert(index)
 
@@ -1769,7 +1770,7 @@ def prop_grad_results(case):
                 except ValueError:
                     returned.append((name, g))
             else:
-                expect_one_of(lambda: ATTACKS[attack](g), {ValueError: ()})
+                expect_one_of(functools.partial(ATTACKS[attack], g), {ValueError: ()})
                 returned.append((name, g))
     for name, g in returned:
         assert_matches(g, expected[name], dtype, f"fa.grad of {name}, after the attacks")
