@@ -201,13 +201,20 @@ class Tensor:
     def __itruediv__(self, other):
         return self._update_in_place("/=", np.true_divide, other)
 
+    def __ipow__(self, other):
+        return self._update_in_place("**=", np.power, other)
+
+    def __imatmul__(self, other):
+        # Without this, Python would fall back to `x = x @ y`: a silent rebind.
+        raise TypeError("'@=': an in-place matrix product is not supported; write x = x @ y")
+
     def _update_in_place(self, symbol, ufunc, other):
         """PyTorch's `with no_grad(): p -= lr * p.grad`: write into `.value` and mark the
         tensor modified. On a tensor the tape tracks, refuse rather than rebind."""
         if modes.grad_enabled and (self.requires_grad or self._node is not None):
             raise RuntimeError(
                 f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
-                f"op) would bypass the tape: write `x = x {symbol[0]} y`, or update it "
+                f"op) would bypass the tape: write `x = x {symbol[:-1]} y`, or update it "
                 "inside `with fa.no_grad():`")
         _, operand, _, _ = operands(symbol, self, other)
         shape = self._value.shape
