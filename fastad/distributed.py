@@ -202,6 +202,7 @@ class _Listener:
 
     def __init__(self, dp):
         self.dp = weakref.ref(dp)
+        self.active = None
         self.remove = add_listener(self)
 
     def begin(self, final_at):
@@ -209,21 +210,24 @@ class _Listener:
         if dp is None:
             self.remove()
             return None
-        return dp._begin(final_at)
+        watched = dp._begin(final_at)
+        self.active = dp if watched is not None else None  # held for the sweep's length
+        return watched
 
     def gradient_final(self, leaf, gradient):
-        self.dp()._gradient_final(leaf, gradient)
+        self.active._gradient_final(leaf, gradient)
 
     def progress(self):
-        dp = self.dp()
+        dp = self.active
         if dp._requests:
             dp._progress()
 
     def end(self, gradients):
-        return self.dp()._end(gradients)
+        dp, self.active = self.active, None
+        return dp._end(gradients)
 
     def abort(self, error):
-        dp = self.dp()
+        dp, self.active = self.active, None
         if dp is not None:
             dp._abort()
 
