@@ -211,7 +211,8 @@ class _Listener:
             self.remove()
             return None
         watched = dp._begin(final_at)
-        self.active = dp if watched is not None else None  # held for the sweep's length
+        if watched is not None:
+            self.active = dp  # held for the length of the sweep
         return watched
 
     def gradient_final(self, leaf, gradient):
