@@ -220,7 +220,7 @@ def ring_allreduce(nbytes, machines):
 def project(step, launches, machines):
     """Step time on `machines` machines: compute (the no-communication step) plus the part
     of the serialized bucket allreduces that runs past the end of the sweep."""
-    free_at = 0.0   # relative to the end of the sweep (negative: before it)
+    free_at = -float("inf")   # when the link is free, relative to the end of the sweep
     for before_end, nbytes in zip(launches["before_end"], launches["bytes"]):
         free_at = max(-before_end, free_at) + ring_allreduce(nbytes, machines)
     return step + max(0.0, free_at)
