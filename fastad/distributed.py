@@ -79,7 +79,8 @@ def _backend(comm):
     """A backend for `comm`: an mpi4py communicator, or an object that already has the
     backend's methods (the tests' in-process communicator); None: the one from init()."""
     if comm is None:
-        init()
+        if _state["backend"] is None:
+            init()
         return _state["backend"]
     if comm is _state["comm"]:
         return _state["backend"]
