@@ -728,6 +728,11 @@ def profile_report(step, n, kernel_n=None, top=15):
     print(f"step {fmt_time(plain)} uninstrumented; kernels {fmt_time(total)} "
           f"({total / plain:.0%}); outside kernels ~{fmt_time(plain - total)} "
           f"(instrumented step {fmt_time(instrumented)})")
+    from fastad.ops.linalg import product_orders
+    for (dtype, m, k, n_cols), (choice, seconds) in product_orders().items():
+        trials = ", ".join(f"{o} {min(s) * 1e3:.1f} ms" for o, s in seconds.items() if s)
+        print(f"product {m}x{k} @ {k}x{n_cols} {dtype}: written {choice or 'still timing'} "
+              f"(fastest trial: {trials}; FASTAD_GEMM_ORIENTATION=C|F forces it)")
     print(f"\n--profile: cProfile of {n} steps, top {top} by own time")
     pr = cProfile.Profile()
     pr.enable()

@@ -133,6 +133,48 @@ class Tensor:
     def max(self, axis=None, keepdims=False):
         return api.max(self, axis=axis, keepdims=keepdims)
 
+    def min(self, axis=None, keepdims=False):
+        return api.min(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis=None):
+        return api.argmax(self, axis=axis)
+
+    def exp(self):
+        return api.exp(self)
+
+    def log(self):
+        return api.log(self)
+
+    def log1p(self):
+        return api.log1p(self)
+
+    def sqrt(self):
+        return api.sqrt(self)
+
+    def square(self):
+        return api.square(self)
+
+    def abs(self):
+        return api.abs(self)
+
+    def sigmoid(self):
+        return api.sigmoid(self)
+
+    def tanh(self):
+        return api.tanh(self)
+
+    def relu(self):
+        return api.relu(self)
+
+    def softmax(self, axis=-1):
+        return api.softmax(self, axis=axis)
+
+    def log_softmax(self, axis=-1):
+        return api.log_softmax(self, axis=axis)
+
+    def clip(self, lo=None, hi=None):
+        return api.clip(self, lo, hi)
+
     def reshape(self, *shape):
         return api.reshape(self, *shape)
 
