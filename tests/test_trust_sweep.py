@@ -58,9 +58,14 @@ def test_a_sweep_stopped_by_an_exception_is_freed_with_its_output():
 
 
 CTRL_C_CHILD = """
+import signal
 import time
 import numpy as np
 import fastad as fa
+
+# A shell without job control starts background jobs with SIGINT ignored, and Python then
+# leaves it ignored: install the handler an interactive Python has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 rng = np.random.default_rng(0)
 w = fa.Parameter(rng.standard_normal((256, 256)) / 16, dtype=np.float32)
