@@ -233,6 +233,15 @@ def blas_info():
     return [{k: lib.get(k) for k in keep} for lib in threadpoolctl.threadpool_info()]
 
 
+def isa_level(flags):
+    """The widest x86 vector extension among the CPU's flags (what OpenBLAS's and NumPy's
+    kernels are chosen by): AVX-512, AVX2, AVX or SSE."""
+    for flag, level in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return level
+    return "SSE" if flags else "unknown"
+
+
 def machine_info():
     info = {
         "python": platform.python_version(),
@@ -243,10 +252,10 @@ def machine_info():
     }
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
+            fields = {key.strip(): value.strip()
+                      for key, value in (line.split(":", 1) for line in f if ":" in line)}
+        info["cpu"] = fields.get("model name", info["cpu"])
+        info["isa"] = isa_level(fields.get("flags", "").split())
     except OSError:
         pass
     try:
@@ -719,6 +728,11 @@ def profile_report(step, n, kernel_n=None, top=15):
     print(f"step {fmt_time(plain)} uninstrumented; kernels {fmt_time(total)} "
           f"({total / plain:.0%}); outside kernels ~{fmt_time(plain - total)} "
           f"(instrumented step {fmt_time(instrumented)})")
+    from fastad.ops.linalg import product_orders
+    for (dtype, m, k, n_cols), (choice, seconds) in product_orders().items():
+        trials = ", ".join(f"{o} {min(s) * 1e3:.1f} ms" for o, s in seconds.items() if s)
+        print(f"product {m}x{k} @ {k}x{n_cols} {dtype}: written {choice or 'still timing'} "
+              f"(fastest trial: {trials}; FASTAD_GEMM_ORIENTATION=C|F forces it)")
     print(f"\n--profile: cProfile of {n} steps, top {top} by own time")
     pr = cProfile.Profile()
     pr.enable()
@@ -805,7 +819,8 @@ def header(title, args, extra=""):
     apply_thread_limit(args)
     libs = blas_info()
     print(f"== {title}{' (--quick)' if args.quick else ''}")
-    print(f"machine: {info['cpu']}, {info['cpus']} cpus; python {info['python']}, numpy "
+    print(f"machine: {info['cpu']} ({info.get('isa', '?')}), {info['cpus']} cpus; python "
+          f"{info['python']}, numpy "
           f"{info['numpy']}, scipy {info.get('scipy', '?')}, fastad {info.get('fastad', '?')} "
           f"(tape {info.get('fastad_tape', '?')})")
     print(f"BLAS: {blas_line(libs)}")

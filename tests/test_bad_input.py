@@ -120,7 +120,28 @@ def shape_cases():
              "fa.concatenate([a, b], axis=0)", ValueError, ("concatenate", "(2, 3)", "(2, 4)")),
         Case("reshape-size", "a = P((3, 4))", "fa.reshape(a, (5, 5))",
              ValueError, ("reshape", "(3, 4)", "(5, 5)")),
+        Case("stack-shapes", "a = P((2, 3)); b = T((3, 2))", "fa.stack([a, b])",
+             ValueError, ("stack", "(2, 3)", "(3, 2)")),
+        Case("stack-ndim", "a = P((3,)); b = T((1, 3))", "fa.stack([a, b], axis=1)",
+             ValueError, ("stack", "(3,)", "(1, 3)")),
     ]
+    for op in ("maximum", "minimum"):
+        cases += [
+            Case(f"{op}-shapes", "a = P((2, 3)); b = T((3, 2))", f"fa.{op}(a, b)",
+                 ValueError, (op, "(2, 3)", "(3, 2)")),
+            Case(f"{op}-ndarray-first", "a = A((4,)); b = P((3, 5))", f"fa.{op}(a, b)",
+                 ValueError, (op, "(4,)", "(3, 5)")),
+        ]
+    # elementwise losses want a target of the input's shape, even where it would broadcast
+    for op in ("mse_loss", "binary_cross_entropy_with_logits"):
+        cases += [
+            Case(f"{op}-shapes", "x = P((4, 3)); t = T((3, 4))", f"fa.{op}(x, t)",
+                 ValueError, (op, "(4, 3)", "(3, 4)")),
+            Case(f"{op}-broadcastable", "x = P((4, 3)); t = A((3,))", f"fa.{op}(x, t)",
+                 ValueError, (op, "(4, 3)", "(3,)")),
+            Case(f"{op}-scalar-target", "x = P((2,))", f"fa.{op}(x, 1.0)",
+                 ValueError, (op, "(2,)", "()")),
+        ]
     for op, symbol in [("sub", "-"), ("mul", "*"), ("div", "/"), ("pow", "**")]:
         cases += [
             Case(f"{op}-shapes", "a = P((2, 3)); b = T((3, 2))", f"fa.{op}(a, b)",
@@ -222,9 +243,26 @@ def dtype_cases():
              "fa.where(c, a, b)", TypeError, ("where", "float32", "float64")),
         Case("concatenate-mixed", "a = P((2, 3), np.float32); b = T((2, 3))",
              "fa.concatenate([a, b])", TypeError, ("concatenate", "float32", "float64")),
+        Case("stack-mixed", "a = P((2, 3), np.float32); b = T((2, 3))",
+             "fa.stack([a, b])", TypeError, ("stack", "float32", "float64")),
+        Case("clip-complex-bound", "x = P((3,))", "fa.clip(x, 1j, 2.0)", TypeError,
+             ("clip", "lo", "1j")),
+        Case("clip-string-bound", "x = P((3,))", "fa.clip(x, 0.0, '1')", TypeError,
+             ("clip", "hi", "'1'")),
+        Case("clip-array-bound", "x = P((3,)); lo = A((3,))", "fa.clip(x, lo)", TypeError,
+             ("clip", "lo")),
         Case("seed-dtype", "x = P((3,), np.float32); y = x * 2; s = np.ones(3)",
              "fa.grad(y, x, seed=s)", TypeError, ("float32", "float64")),
     ]
+    for op in ("maximum", "minimum", "mse_loss", "binary_cross_entropy_with_logits"):
+        cases += [
+            Case(f"{op}-tensor32-tensor64", "a = P((3, 3), np.float32); b = T((3, 3))",
+                 f"fa.{op}(a, b)", TypeError, (op, "float32", "float64")),
+            Case(f"{op}-tensor64-ndarray32", "a = P((3, 3)); b = A((3, 3), np.float32)",
+                 f"fa.{op}(a, b)", TypeError, (op, "float32", "float64")),
+            Case(f"{op}-ndarray64-tensor32", "a = A((3, 3)); b = P((3, 3), np.float32)",
+                 f"fa.{op}(a, b)", TypeError, (op, "float32", "float64")),
+        ]
     not_real = {"complex": "np.ones(3, np.complex128)", "object": "np.ones(3, dtype=object)",
                 "string-array": "np.array(['1', '2'])", "string": "'abc'",
                 "bytes-array": "np.array([b'1'])", "datetime": "np.array(['2020-01-01'], 'M8[D]')"}
@@ -255,6 +293,31 @@ def misc_cases():
         Case("max-empty-tuple", "x = P((2, 0, 3))", "fa.max(x, axis=(0, 1))", ValueError,
              ("max", "(2, 0, 3)")),
         Case("max-empty-method", "x = P((4, 0))", "x.max(axis=-1)", ValueError, ("max",)),
+        Case("min-empty-axis0", "x = P((0, 3))", "fa.min(x, axis=0)", ValueError,
+             ("min", "(0, 3)")),
+        Case("min-empty-all", "x = P((0, 3))", "fa.min(x)", ValueError, ("min", "(0, 3)")),
+        Case("min-empty-method", "x = P((4, 0))", "x.min(axis=(0, 1))", ValueError,
+             ("min", "(4, 0)")),
+        Case("min-axis", "x = P((3, 4))", "fa.min(x, axis=-3)", ValueError, ("min", "axis")),
+        Case("min-repeated-axis", "x = P((3, 4))", "x.min(axis=(0, 0))", ValueError,
+             ("min", "repeated")),
+        Case("stack-nothing", "", "fa.stack([])", ValueError, ("stack", "at least one")),
+        Case("stack-axis", "a = P((2, 3)); b = T((2, 3))", "fa.stack([a, b], axis=3)",
+             ValueError, ("stack", "axis 3")),
+        Case("stack-axis-negative", "a = P((2, 3))", "fa.stack([a], axis=-4)",
+             ValueError, ("stack", "axis -4")),
+        Case("clip-no-bounds", "x = P((3,))", "fa.clip(x)", ValueError, ("clip", "None")),
+        Case("clip-method-no-bounds", "x = P((3,))", "x.clip(None, None)", ValueError,
+             ("clip",)),
+        Case("mse_loss-empty", "x = P((0, 3)); t = A((0, 3))", "fa.mse_loss(x, t)",
+             ValueError, ("mse_loss", "(0, 3)")),
+        Case("binary_cross_entropy_with_logits-empty", "x = P((0,)); t = A((0,))",
+             "fa.binary_cross_entropy_with_logits(x, t, reduction='none')", ValueError,
+             ("binary_cross_entropy_with_logits", "(0,)")),
+        *[Case(f"{op}-reduction-{bad}", "x = P((3, 4)); t = A((3, 4))",
+               f"fa.{op}(x, t, reduction={bad!r})", ValueError, (op, bad))
+          for op in ("mse_loss", "binary_cross_entropy_with_logits")
+          for bad in ("avg", "MEAN", "batchmean")],
         Case("grad-nonscalar", "x = P((3,)); y = fa.sigmoid(x)", "fa.grad(y, x)", ValueError,
              ("seed", "(3,)")),
         Case("grad-nonscalar-2d", "x = P((2, 2)); y = x @ x", "fa.grad(y, [x])", ValueError,

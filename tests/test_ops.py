@@ -57,8 +57,14 @@ class NumpyOps:
     add, sub, mul, div = map(staticmethod, (np.add, np.subtract, np.multiply, np.divide))
     neg, pow, matmul, dot = map(staticmethod, (np.negative, np.power, np.matmul, np.matmul))
     exp, log, sqrt, abs, tanh = map(staticmethod, (np.exp, np.log, np.sqrt, np.abs, np.tanh))
-    square = staticmethod(np.square)
+    square, log1p, maximum, minimum = map(staticmethod, (np.square, np.log1p, np.maximum,
+                                                         np.minimum))
     transpose, concatenate, where = map(staticmethod, (np.transpose, np.concatenate, np.where))
+    stack = staticmethod(np.stack)
+
+    @staticmethod
+    def clip(x, lo=None, hi=None):
+        return np.clip(x, lo, hi)
     reshape = staticmethod(np.reshape)
 
     @staticmethod
@@ -91,8 +97,21 @@ class NumpyOps:
         return np.max(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
+    def min(x, axis=None, keepdims=False):
+        return np.min(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
     def cross_entropy(x, labels, reduction="mean"):
         return NumpyOps.nll_loss(NumpyOps.log_softmax(x), labels, reduction)
+
+    @staticmethod
+    def mse_loss(pred, target, reduction="mean"):
+        return _reduce_losses((pred - target) ** 2, reduction)
+
+    @staticmethod
+    def binary_cross_entropy_with_logits(x, t, reduction="mean"):
+        # -t log(sigmoid x) - (1 - t) log(1 - sigmoid x) = log(1 + e^x) - t x
+        return _reduce_losses(np.logaddexp(0, x) - t * x, reduction)
 
     @staticmethod
     def nll_loss(log_probs, labels, reduction="mean"):
@@ -137,6 +156,15 @@ class TorchOps:
     def max(self, x, axis=None, keepdims=False):
         return self._reduce(self.torch.amax, x, axis, keepdims)  # amax splits ties evenly
 
+    def min(self, x, axis=None, keepdims=False):
+        return self._reduce(self.torch.amin, x, axis, keepdims)
+
+    def clip(self, x, lo=None, hi=None):
+        return self.torch.clamp(x, lo, hi)
+
+    def stack(self, xs, axis=0):
+        return self.torch.stack(xs, dim=axis)
+
     def transpose(self, x, axes=None):
         return x.permute(tuple(reversed(range(x.ndim))) if axes is None else axes)
 
@@ -156,6 +184,15 @@ class TorchOps:
     def nll_loss(self, x, labels, reduction="mean"):
         return self.torch.nn.functional.nll_loss(x, self.torch.as_tensor(labels),
                                                  reduction=reduction)
+
+    # (an integer target takes the input's dtype, as fastad's operand rules say)
+    def mse_loss(self, pred, target, reduction="mean"):
+        return self.torch.nn.functional.mse_loss(pred, target.to(pred.dtype),
+                                                 reduction=reduction)
+
+    def binary_cross_entropy_with_logits(self, x, t, reduction="mean"):
+        return self.torch.nn.functional.binary_cross_entropy_with_logits(
+            x, t.to(x.dtype), reduction=reduction)
 
 
 FA = FastadOps()
@@ -191,6 +228,7 @@ DOMAINS = {
     "pos": lambda rng, shape: rng.uniform(0.5, 2.0, shape),
     # relu and abs are checked away from their kink at 0
     "away0": lambda rng, shape: rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 2.0, shape),
+    "prob": lambda rng, shape: rng.uniform(0.0, 1.0, shape),
 }
 
 
@@ -254,6 +292,20 @@ OPS = [
     Op("tanh", "matrix", lambda F, a: F.tanh(a), [(3, 4)]),
     Op("square", "matrix", lambda F, a: F.square(a), [(3, 4)]),
     Op("relu", "matrix", lambda F, a: F.relu(a), [(3, 4)], ("away0",)),
+    Op("log1p", "matrix", lambda F, a: F.log1p(a), [(3, 4)], ("pos",)),
+    Op("log1p", "near_minus_one", lambda F, a: F.log1p(a - 1.4), [(3, 4)], ("pos",)),
+    # clip: the table's random values stay off the boundaries (see test_clip_* below)
+    Op("clip", "both", lambda F, a: F.clip(a, -0.5, 0.7), [(3, 4)]),
+    Op("clip", "lo_only", lambda F, a: F.clip(a, 0.1), [(3, 4)]),
+    Op("clip", "hi_only", lambda F, a: F.clip(a, None, -0.2), [(2, 3, 4)]),
+    Op("clip", "lo_above_hi", lambda F, a: F.clip(a, 0.5, -0.5), [(3, 4)]),
+    # maximum / minimum: broadcasting, and a scalar operand
+    Op("maximum", "same_shape", lambda F, a, b: F.maximum(a, b), [(3, 4), (3, 4)]),
+    Op("maximum", "row_vector", lambda F, a, b: F.maximum(a, b), [(3, 4), (4,)]),
+    Op("maximum", "scalar", lambda F, a: F.maximum(a, F.const(0.25)), [(3, 4)]),
+    Op("minimum", "outer", lambda F, a, b: F.minimum(a, b), [(3, 1), (1, 4)]),
+    Op("minimum", "scalar_first", lambda F, a: F.minimum(F.const(np.float64(-0.3)), a),
+       [(3, 4)]),
     # softmax family along any axis
     Op("softmax", "last_axis", lambda F, a: F.softmax(a), [(2, 3, 4)]),
     Op("softmax", "axis0", lambda F, a: F.softmax(a, axis=0), [(2, 3, 4)]),
@@ -284,6 +336,10 @@ OPS = [
     Op("max", "axis_minus1", lambda F, a: F.max(a, axis=-1), [(3, 4)]),
     Op("max", "tuple_keepdims", lambda F, a: F.max(a, axis=(0, 2), keepdims=True),
        [(2, 3, 4)]),
+    Op("min", "all", lambda F, a: F.min(a), [(2, 3, 4)]),
+    Op("min", "axis1", lambda F, a: F.min(a, axis=1), [(2, 3, 4)]),
+    Op("min", "tuple_keepdims", lambda F, a: F.min(a, axis=(-1, 0), keepdims=True),
+       [(2, 3, 4)]),
     # matrix products: 2-D (BLAS, C- and F-ordered operands), 1-D, batched, broadcast
     Op("matmul", "matrix", lambda F, a, b: a @ b, [(3, 4), (4, 5)]),
     Op("matmul", "dot", lambda F, a, b: F.dot(a, b), [(3, 4), (4, 5)]),
@@ -313,6 +369,11 @@ OPS = [
     Op("concatenate", "axis1", lambda F, a, b: F.concatenate([a, b], axis=1), [(2, 1), (2, 3)]),
     Op("concatenate", "axis_minus1", lambda F, a, b: F.concatenate([a, b], axis=-1),
        [(2, 3, 1), (2, 3, 2)]),
+    Op("stack", "axis0", lambda F, a, b, c: F.stack([a, b, c]), [(2, 3)] * 3),
+    Op("stack", "axis1", lambda F, a, b: F.stack([a, b], axis=1), [(2, 3), (2, 3)]),
+    Op("stack", "axis_minus1", lambda F, a, b: F.stack((a, b), axis=-1), [(2, 3), (2, 3)]),
+    Op("stack", "vectors_last", lambda F, a, b: F.stack([a, b], axis=1), [(4,), (4,)]),
+    Op("stack", "zero_d", lambda F, a, b: F.stack([a, b]), [(), ()]),
     Op("where", "broadcast_b", lambda F, a, b: F.where(COND, a, b), [(3, 4), (4,)]),
     Op("where", "column_cond", lambda F, a, b: F.where(COLUMN_COND, a, b), [(3, 4), (3, 4)]),
     # indexing: basic slices, integer arrays (gather / scatter-add), repeats, masks
@@ -335,6 +396,18 @@ OPS = [
     *[Op("nll_loss", reduction,
          lambda F, a, r=reduction: F.nll_loss(F.log_softmax(a), LABELS, reduction=r), [(N, C)])
       for reduction in ("mean", "sum", "none")],
+    *[Op("mse_loss", reduction,
+         lambda F, a, b, r=reduction: F.mse_loss(a, b, reduction=r), [(N, C), (N, C)])
+      for reduction in ("mean", "sum", "none")],
+    Op("mse_loss", "constant_target",
+       lambda F, a: F.mse_loss(a, F.const(np.arange(12).reshape(3, 4) % 3)), [(3, 4)]),
+    Op("mse_loss", "zero_d", lambda F, a, b: F.mse_loss(a, b), [(), ()]),
+    *[Op("binary_cross_entropy_with_logits", reduction,
+         lambda F, a, b, r=reduction: F.binary_cross_entropy_with_logits(a, b, reduction=r),
+         [(N, C), (N, C)], ("real", "prob"))
+      for reduction in ("mean", "sum", "none")],
+    Op("binary_cross_entropy_with_logits", "constant_targets",
+       lambda F, a: F.binary_cross_entropy_with_logits(a * 4.0, F.const(LABELS % 2)), [(N,)]),
     Op("neg", "seed_loss", lambda F, a: -F.mean(F.log(F.softmax(a))[ROWS, LABELS]), [(N, C)]),
     # composites: how adjoints from several consumers meet
     Op("sigmoid", "dense_layer", lambda F, x, w, b: F.sigmoid(x @ w + b), [(5, 3), (3, 4), (4,)]),
@@ -459,13 +532,93 @@ MAX_TIES = [
 ]
 
 
+@pytest.mark.parametrize("op, sign", [("max", 1), ("min", -1)])
 @pytest.mark.parametrize("x, axis, keepdims, expected", MAX_TIES,
                          ids=["axis1", "all", "axis0_keepdims", "tuple_axes"])
-def test_max_ties_share_gradient(x, axis, keepdims, expected, dtype, assert_close):
-    t = fa.tensor(np.array(x, dtype), requires_grad=True)
-    g = fa.grad(fa.sum(fa.max(t, axis=axis, keepdims=keepdims)), t)
+def test_max_ties_share_gradient(op, sign, x, axis, keepdims, expected, dtype, assert_close):
+    """min's ties are max's on the negated data."""
+    t = fa.tensor(sign * np.array(x, dtype), requires_grad=True)
+    g = fa.grad(fa.sum(getattr(fa, op)(t, axis=axis, keepdims=keepdims)), t)
     assert g.dtype == dtype
     assert_close(g, expected, dtype)
+
+
+# Points where a, b or x sit exactly on a tie or a boundary, and NaN: PyTorch decides.
+TIE_A = np.array([[1.0, 2.0, 3.0, np.nan, 0.0], [-1.0, 5.0, 5.0, 2.0, np.nan]])
+TIE_B = np.array([1.0, 3.0, 2.0, 1.0, np.nan])
+AT_BOUNDS = np.array([-2.0, -1.0, -0.5, 0.0, 1.5, 2.0, 3.0, np.nan])
+
+
+def _against_torch(torch, build, torch_build, arrays, dtype):
+    ours = [fa.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+    out, expected = build(*ours), torch_build(*theirs)
+    seed = np.arange(1.0, out.size + 1, dtype=dtype).reshape(out.shape)
+    np.testing.assert_array_equal(out.value, expected.detach().numpy())
+    grads = fa.grad(out, ours, seed=seed)
+    for g, e in zip(grads, torch.autograd.grad(expected, theirs, torch.from_numpy(seed))):
+        np.testing.assert_array_equal(g, e.numpy())
+
+
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+def test_maximum_minimum_ties_and_nan_follow_torch(op, dtype, torch):
+    """Ties split the gradient half/half (broadcast ties summed back), NaN passes it to both."""
+    _against_torch(torch, getattr(fa, op), getattr(torch, op), [TIE_A, TIE_B], dtype)
+
+
+@pytest.mark.parametrize("lo, hi", [(-1.0, 2.0), (-1.0, None), (None, 2.0), (2.0, -1.0),
+                                    (0.0, 0.0), (-0.5, np.inf)])
+def test_clip_boundaries_follow_torch_clamp(lo, hi, dtype, torch):
+    """At x == lo or x == hi the gradient passes (torch.clamp); lo > hi gives hi, gradient 0."""
+    _against_torch(torch, lambda x: fa.clip(x, lo, hi), lambda x: torch.clamp(x, lo, hi),
+                   [AT_BOUNDS], dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bce_with_logits_is_stable_for_huge_logits(reduction, dtype, torch, assert_close):
+    logits = np.array([1e4, -1e4, 1e4, -1e4, 50.0, -50.0, 0.0])
+    targets = np.array([0.0, 1.0, 1.0, 0.0, 0.3, 0.7, 0.5])
+    x = fa.tensor(logits.astype(dtype), requires_grad=True)
+    t = fa.tensor(targets.astype(dtype), requires_grad=True)
+    tx = torch.tensor(logits.astype(dtype), requires_grad=True)
+    tt = torch.tensor(targets.astype(dtype), requires_grad=True)
+    out = fa.binary_cross_entropy_with_logits(x, t, reduction=reduction)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction=reduction)
+    assert np.isfinite(out.value).all()
+    assert_close(out.value, expected.detach().numpy(), dtype)
+    seed = np.ones(out.shape, dtype)
+    for g, e in zip(fa.grad(out, [x, t], seed=seed),
+                    torch.autograd.grad(expected, [tx, tt], torch.from_numpy(seed))):
+        assert np.isfinite(g).all()
+        assert_close(g, e.numpy(), dtype)
+
+
+# Each Tensor method is its op (same value, same op remembered, same gradient), with its
+# arguments passed on: the arguments differ from the defaults where there are any.
+METHODS = [("exp", (), {}), ("log", (), {}), ("log1p", (), {}), ("sqrt", (), {}),
+           ("square", (), {}), ("abs", (), {}), ("sigmoid", (), {}), ("tanh", (), {}),
+           ("relu", (), {}), ("softmax", (0,), {"axis": 0}),
+           ("log_softmax", (0,), {"axis": 0}), ("max", (0,), {"axis": 0}),
+           ("min", (1,), {"axis": 1}), ("min", (0,), {"axis": 0, "keepdims": True}),
+           ("clip", (0.8, 1.5), {"lo": 0.8, "hi": 1.5}), ("clip", (None, 1.2), {"hi": 1.2})]
+
+
+@pytest.mark.parametrize("name, args, kwargs", METHODS, ids=[f"{m[0]}{m[1]}" for m in METHODS])
+def test_tensor_methods_are_the_ops(name, args, kwargs, rng):
+    data = rng.uniform(0.5, 2.0, (3, 4))
+    x = fa.tensor(data, requires_grad=True)
+    method = getattr(x, name)(*args, **{k: v for k, v in kwargs.items() if k == "keepdims"})
+    function = getattr(fa, name)(x, **kwargs)
+    assert method._made_by.op_name == function._made_by.op_name
+    np.testing.assert_array_equal(method.value, function.value)
+    seed = rng.standard_normal(method.shape)
+    np.testing.assert_array_equal(fa.grad(method, x, seed=seed), fa.grad(function, x, seed=seed))
+
+
+def test_argmax_method(rng):
+    data = rng.standard_normal((4, 6))
+    np.testing.assert_array_equal(fa.tensor(data).argmax(1), np.argmax(data, axis=1))
+    np.testing.assert_array_equal(fa.tensor(data).argmax(), np.argmax(data))
 
 
 @pytest.mark.parametrize("axis", [None, 0, 1, -1])

@@ -33,13 +33,13 @@ from _layouts import LAYOUTS
 
 # examples per property; the whole campaign is a few thousand cases
 EXAMPLES = {
-    "unary": 600,
-    "binary": 900,
+    "unary": 900,
+    "binary": 1100,
     "matmul": 500,
     "reductions": 500,
     "softmax": 400,
-    "losses": 700,
-    "shapes": 600,
+    "losses": 1000,
+    "shapes": 700,
     "grad": 300,
     "fan_out": 300,
 }
@@ -316,6 +316,8 @@ UNARY = {  # op: (forward, vjp(x, y, S))
     "sigmoid": (_sigmoid, lambda x, y, s: s * y * (1 - y)),
     "tanh": (np.tanh, lambda x, y, s: s * (1 - y * y)),
     "relu": (lambda x: np.maximum(x, 0), lambda x, y, s: np.where(x > 0, s, 0)),
+    "log1p": (np.log1p, lambda x, y, s: s / (1 + x)),
+    "square": (np.square, lambda x, y, s: 2 * x * s),
 }
 
 
@@ -349,12 +351,64 @@ def prop_unary(case):
              errors=operand_errors(x))
 
 
+def _winner_share(s, mine, other, loses):
+    """torch.maximum's (loses=np.less) or torch.minimum's (np.greater) gradient of one
+    operand: all of it if it wins, half at a tie, none if it loses; both get it at NaN."""
+    return np.where(mine == other, s / 2, np.where(loses(mine, other), 0, s))
+
+
+CLIP_BOUNDS = [None, None, -1.0, 0.0, 0.5, 2, np.float32(-0.25), np.float64(1.5), np.inf,
+               -np.inf, np.nan, 1e300, True, 1j, "1", np.ones(2)]
+
+
+@st.composite
+def clip_cases(draw):
+    x = draw(tensor_operands(draw(shapes())))
+    lo, hi = draw(st.sampled_from(CLIP_BOUNDS)), draw(st.sampled_from(CLIP_BOUNDS))
+    return x, lo, hi, draw(st.booleans())
+
+
+def _bad_bound(bound):
+    return bound is not None and (np.ndim(bound) != 0 or np.asarray(bound).dtype.kind
+                                  not in "biuf")
+
+
+@given(clip_cases())
+def prop_clip(case):
+    """clip as torch.clamp: bounds in x's dtype, lo applied before hi (so lo > hi gives hi),
+    the gradient where lo <= x <= hi (boundaries included, NaN excluded)."""
+    x, lo, hi, method = case
+    errors = operand_errors(x)
+    if _bad_bound(lo) or _bad_bound(hi):
+        errors += (TypeError,)
+    elif lo is None and hi is None:
+        errors += (ValueError,)
+
+    def reference(s):
+        v = x.plain
+        y, inside = v, np.ones(v.shape, bool)
+        if lo is not None:
+            bound = np.asarray(lo).astype(x.dtype)
+            y, inside = np.maximum(y, bound), inside & (v >= bound)
+        if hi is not None:
+            bound = np.asarray(hi).astype(x.dtype)
+            y, inside = np.minimum(y, bound), inside & (v <= bound)
+        return y, [np.where(inside, s, 0)]
+
+    call = (lambda: x.passed.clip(lo, hi)) if method else (lambda: fa.clip(x.passed, lo, hi))
+    check_op("clip", call, [x], reference, x.dtype, errors=errors)
+
+
 BINARY = {  # op: (forward, vjp(a, b, y, S) -> (da, db))
     "add": (np.add, lambda a, b, y, s: (s, s)),
     "sub": (np.subtract, lambda a, b, y, s: (s, -s)),
     "mul": (np.multiply, lambda a, b, y, s: (s * b, s * a)),
     "div": (np.divide, lambda a, b, y, s: (s / b, -s * a / (b * b))),
     "pow": (np.power, lambda a, b, y, s: (s * b * a ** (b - 1), s * y * np.log(a))),
+    "maximum": (np.maximum, lambda a, b, y, s: (_winner_share(s, a, b, np.less),
+                                               _winner_share(s, b, a, np.less))),
+    "minimum": (np.minimum, lambda a, b, y, s: (_winner_share(s, a, b, np.greater),
+                                               _winner_share(s, b, a, np.greater))),
 }
 OPERATORS = {"add": "__add__", "sub": "__sub__", "mul": "__mul__", "div": "__truediv__",
              "pow": "__pow__"}
@@ -381,7 +435,7 @@ def binary_cases(draw):
     a = draw(tensor_operands(shape_a, dtype, positive))
     b = a if draw(st.integers(0, 9)) == 0 else draw(other_operands(shape_b, dtype, positive))
     swap = draw(st.booleans())
-    how = draw(st.sampled_from(["function", "operator"]))
+    how = draw(st.sampled_from(["function", "operator"])) if op in OPERATORS else "function"
     return op, (b, a) if swap else (a, b), how
 
 
@@ -523,7 +577,7 @@ def _axis_error(axis, ndim):
 
 @st.composite
 def reduction_cases(draw):
-    op = draw(st.sampled_from(["sum", "mean", "max"]))
+    op = draw(st.sampled_from(["sum", "mean", "max", "min"]))
     x = draw(tensor_operands(draw(shapes())))
     return op, x, draw(axes(x.passed.ndim)), draw(st.booleans()), draw(st.booleans())
 
@@ -535,7 +589,7 @@ def prop_reductions(case):
     error = _axis_error(axis, v.ndim)
     norm = () if error else tuple(range(v.ndim)) if axis is None else tuple(
         sorted(a % v.ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
-    if error is None and op == "max" and any(v.shape[a] == 0 for a in norm):
+    if error is None and op in ("max", "min") and any(v.shape[a] == 0 for a in norm):
         error = ValueError
 
     def reference(s):
@@ -545,8 +599,8 @@ def prop_reductions(case):
             g = np.broadcast_to(s_full, v.shape)
         elif op == "mean":   # (a count of 0 means v has no elements to get a gradient)
             g = np.broadcast_to(s_full / np.prod([v.shape[a] for a in norm]), v.shape)
-        else:
-            is_max = v == np.max(v, axis=norm, keepdims=True)
+        else:  # tied extrema share the gradient
+            is_max = v == getattr(np, op)(v, axis=norm, keepdims=True)
             g = is_max * s_full / is_max.sum(axis=norm, keepdims=True)
         return y, [g]
 
@@ -686,12 +740,59 @@ def prop_losses(case):
              errors=errors)
 
 
+ELEMENTWISE_LOSSES = {  # op: (terms(x, t), d terms / dx, d terms / dt)
+    "mse_loss": (lambda x, t: (x - t) ** 2, lambda x, t: 2 * (x - t), lambda x, t: 2 * (t - x)),
+    "binary_cross_entropy_with_logits": (
+        lambda x, t: np.logaddexp(0, x) - t * x, lambda x, t: _sigmoid(x) - t,
+        lambda x, t: -x),
+}
+
+
+@st.composite
+def elementwise_loss_cases(draw):
+    op = draw(st.sampled_from(sorted(ELEMENTWISE_LOSSES)))
+    shape = draw(shapes())
+    dtype = draw(dtypes)
+    x = draw(tensor_operands(shape, dtype))
+    target_shape = draw(st.sampled_from([shape] * 4 + [shape[1:], (), shape + (1,)]))
+    t = draw(other_operands(target_shape, dtype))
+    if draw(st.booleans()):
+        x, t = t, x
+    reduction = draw(st.sampled_from(["mean", "mean", "sum", "none", "bad"]))
+    return op, x, t, reduction
+
+
+@given(elementwise_loss_cases())
+def prop_elementwise_losses(case):
+    """mse_loss and binary_cross_entropy_with_logits (torch's formulas) against a target of
+    the input's shape in any form; both get a gradient when they are Tensors that need one."""
+    op, x, t, reduction = case
+    terms, d_input, d_target = ELEMENTWISE_LOSSES[op]
+    errors = operand_errors(x, t)
+    tensor = x if x.is_tensor else t
+    if not errors:
+        if np.shape(x.plain) != np.shape(t.plain) or np.size(x.plain) == 0:
+            errors += (ValueError,)
+        if reduction == "bad":
+            errors += (ValueError,)
+
+    def reference(s):
+        v, w = np.asarray(x.plain), np.asarray(t.plain)  # in the op's dtype: same overflows
+        losses = terms(v, w)
+        value = {"mean": np.mean, "sum": np.sum, "none": np.asarray}[reduction](losses)
+        weight = s / v.size if reduction == "mean" else s
+        return value, [d_input(v, w) * weight, d_target(v, w) * weight]
+
+    check_op(op, lambda: getattr(fa, op)(x.passed, t.passed, reduction=reduction), [x, t],
+             reference, tensor.dtype, errors=errors)
+
+
 SLICES = st.one_of(st.integers(-5, 5), st.slices(5), st.just(Ellipsis), st.none())
 
 
 @st.composite
 def shape_cases(draw):
-    op = draw(st.sampled_from(["reshape", "transpose", "concatenate", "getitem"]))
+    op = draw(st.sampled_from(["reshape", "transpose", "concatenate", "stack", "getitem"]))
     x = draw(tensor_operands(draw(shapes())))
     shape = np.shape(x.plain)
     if op == "reshape":
@@ -713,6 +814,12 @@ def shape_cases(draw):
                     draw(st.integers(0, 3))
             others.append(draw(tensor_operands(tuple(other_shape))))
         return op, x, (others, axis)
+    if op == "stack":  # mostly the same shape; sometimes another one, or no tensor at all
+        axis = draw(st.integers(-len(shape) - 2, len(shape) + 1))
+        others = [draw(tensor_operands(draw(st.sampled_from([shape, shape, shape, shape[1:]])),
+                                       draw(st.sampled_from([x.dtype] * 4 + list(FLOATS)))))
+                  for _ in range(draw(st.integers(0, 2)))]
+        return op, x, (others, axis, draw(st.integers(0, 9)) == 0)
     index = draw(st.one_of(
         st.lists(SLICES, max_size=3).map(tuple), SLICES,
         st.lists(st.integers(-6, 6), max_size=4).map(np.array),
@@ -751,6 +858,14 @@ def prop_shapes(case):
             errors = ()
         splits = np.cumsum([np.shape(o.plain)[axis] for o in operands])[:-1] if not err else 0
         grads = lambda s: np.split(s, splits, axis=axis)  # noqa: E731
+    elif op == "stack":
+        others, axis, empty = arg
+        operands = [] if empty else [x, *others]
+        result, err = _numpy_outcome(lambda: np.stack([o.plain for o in operands], axis))
+        call = lambda: fa.stack([o.passed for o in operands], axis=axis)  # noqa: E731
+        errors = (TypeError,) if len({o.dtype for o in operands}) > 1 else \
+            (ValueError,) if err else ()   # nothing to stack, shapes, axis
+        grads = lambda s: [np.take(s, i, axis=axis) for i in range(len(operands))]  # noqa: E731
     else:
         result, err = _numpy_outcome(lambda: v[arg])
         call = lambda: x.passed[arg]  # noqa: E731
@@ -765,7 +880,7 @@ def prop_shapes(case):
     def reference(s):
         return result, grads(s)
 
-    check_op(op, call, operands, reference, x.dtype, errors=errors)
+    check_op(op, call, operands or [x], reference, x.dtype, errors=errors)
 
 
 # --- fa.grad -----------------------------------------------------------------------------
@@ -938,12 +1053,12 @@ def _single_grad(case, base, i):
 # --- the child's main -----------------------------------------------------------------------
 
 FAMILIES = {
-    "unary": [prop_unary],
+    "unary": [prop_unary, prop_clip],
     "binary": [prop_binary, prop_where],
     "matmul": [prop_matmul],
     "reductions": [prop_reductions],
     "softmax": [prop_softmax],
-    "losses": [prop_losses],
+    "losses": [prop_losses, prop_elementwise_losses],
     "shapes": [prop_shapes],
     "grad": [prop_grad],
     "fan_out": [prop_fan_out],

@@ -224,3 +224,27 @@ def test_in_place_operators_update_under_no_grad_and_refuse_on_the_tape():
     with fa.no_grad(), pytest.raises(TypeError, match="float32"):
         p += np.ones(2, np.float32)
 
+
+
+@pytest.mark.parametrize("share", [lambda p: p[...], lambda p: p.detach()],
+                         ids=["view", "detached"])
+def test_writing_through_a_tensor_that_shares_a_parameter_stamps_the_parameter(share):
+    p = fa.Parameter(np.ones(3))
+    loss = fa.sum(p * p)
+    with fa.no_grad():
+        shared = share(p)
+    shared += 1
+    np.testing.assert_array_equal(p.value, 2.0)  # the memory is shared, as in PyTorch
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_power_updates_in_place_and_matrix_product_refuses_instead_of_rebinding():
+    p = fa.Parameter(np.full((2, 2), 3.0))
+    same = p
+    with fa.no_grad():
+        p **= 2
+        with pytest.raises(TypeError, match="x = x @ y"):
+            p @= np.eye(2)
+    assert p is same
+    np.testing.assert_array_equal(p.value, 9.0)

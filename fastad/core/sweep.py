@@ -7,6 +7,7 @@ import numpy as np
 
 from ..kernels.signals import check_signals
 from .arrays import check_matches
+from .clock import modified_at
 from .modes import modes
 from .tape import SKIP, Node, check_finite
 from .tensor import Tensor
@@ -138,7 +139,7 @@ class Sweep:
         # Every use, also of the part already swept: a gradient cached before the update
         # is stale too.
         for node, leaf in self.leaf_uses:
-            if leaf._modified_at > node.index:
+            if modified_at(leaf) > node.index:
                 raise RuntimeError(
                     f"a leaf of shape {leaf.shape} used by '{node.vjp.op_name}' was modified "
                     "in place (e.g. by an optimizer step) after the op was recorded; its "

@@ -133,6 +133,48 @@ class Tensor:
     def max(self, axis=None, keepdims=False):
         return api.max(self, axis=axis, keepdims=keepdims)
 
+    def min(self, axis=None, keepdims=False):
+        return api.min(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis=None):
+        return api.argmax(self, axis=axis)
+
+    def exp(self):
+        return api.exp(self)
+
+    def log(self):
+        return api.log(self)
+
+    def log1p(self):
+        return api.log1p(self)
+
+    def sqrt(self):
+        return api.sqrt(self)
+
+    def square(self):
+        return api.square(self)
+
+    def abs(self):
+        return api.abs(self)
+
+    def sigmoid(self):
+        return api.sigmoid(self)
+
+    def tanh(self):
+        return api.tanh(self)
+
+    def relu(self):
+        return api.relu(self)
+
+    def softmax(self, axis=-1):
+        return api.softmax(self, axis=axis)
+
+    def log_softmax(self, axis=-1):
+        return api.log_softmax(self, axis=axis)
+
+    def clip(self, lo=None, hi=None):
+        return api.clip(self, lo, hi)
+
     def reshape(self, *shape):
         return api.reshape(self, *shape)
 
@@ -201,13 +243,20 @@ class Tensor:
     def __itruediv__(self, other):
         return self._update_in_place("/=", np.true_divide, other)
 
+    def __ipow__(self, other):
+        return self._update_in_place("**=", np.power, other)
+
+    def __imatmul__(self, other):
+        # Without this, Python would fall back to `x = x @ y`: a silent rebind.
+        raise TypeError("'@=': an in-place matrix product is not supported; write x = x @ y")
+
     def _update_in_place(self, symbol, ufunc, other):
         """PyTorch's `with no_grad(): p -= lr * p.grad`: write into `.value` and mark the
         tensor modified. On a tensor the tape tracks, refuse rather than rebind."""
         if modes.grad_enabled and (self.requires_grad or self._node is not None):
             raise RuntimeError(
                 f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
-                f"op) would bypass the tape: write `x = x {symbol[0]} y`, or update it "
+                f"op) would bypass the tape: write `x = x {symbol[:-1]} y`, or update it "
                 "inside `with fa.no_grad():`")
         _, operand, _, _ = operands(symbol, self, other)
         shape = self._value.shape

@@ -1,4 +1,4 @@
-"""Arithmetic with NumPy broadcasting: add, sub, mul, div, pow, and where."""
+"""Arithmetic with NumPy broadcasting: add, sub, mul, div, pow, maximum, minimum, and where."""
 import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
@@ -76,6 +76,21 @@ div = public(_broadcasting("div", _div_values, lambda g, a, b, y: _div_values(g,
 pow = public(_broadcasting("pow", np.power, lambda g, a, b, y: g * b * a ** (b - 1),
                           lambda g, a, b, y: g * y * np.log(a, dtype=g.dtype),
                           saves_output=True))
+
+
+def _extremum(name, compute, loses):
+    """maximum or minimum: the gradient goes to the operand that wins, as in
+    torch.maximum: ties split it half/half, and a NaN (which both return) passes it to both."""
+
+    def share(g, mine, other):
+        return np.where(mine == other, g / 2, np.where(loses(mine, other), g.dtype.type(0), g))
+
+    return _broadcasting(name, compute, lambda g, a, b, y: share(g, a, b),
+                         lambda g, a, b, y: share(g, b, a))
+
+
+maximum = public(_extremum("maximum", np.maximum, np.less))
+minimum = public(_extremum("minimum", np.minimum, np.greater))
 
 
 # --- where ------------------------------------------------------------------------

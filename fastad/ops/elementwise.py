@@ -1,10 +1,10 @@
-"""Elementwise functions: NumPy's ufuncs (exp, log, sqrt, abs, tanh, neg) and the
-activations with compiled kernels (sigmoid, relu)."""
+"""Elementwise functions: NumPy's ufuncs (exp, log, log1p, sqrt, abs, tanh, neg, square),
+clip, and the activations with compiled kernels (sigmoid, relu)."""
 import numpy as np
 
 from ..core.buffers import pooled_like
 from ..core.tape import record, vjp_of
-from ..core.tensor import as_tensor
+from ..core.tensor import Tensor, as_tensor
 from ..kernels import pointwise
 from .protocol import contribute, dense, in_order, order_of, public
 from .softmax import log_softmax
@@ -33,6 +33,7 @@ sqrt = public(_elementwise("sqrt", np.sqrt, lambda g, y: g / (2 * y), saves="y")
 abs = public(_elementwise("abs", np.abs, lambda g, x: g * np.sign(x), saves="x"))  # abs'(0) = 0
 tanh = public(_elementwise("tanh", np.tanh, lambda g, y: g * (1 - y * y), saves="y"))
 square = public(_elementwise("square", np.square, lambda g, x: 2 * x * g, saves="x"))
+log1p = public(_elementwise("log1p", np.log1p, lambda g, x: g / (1 + x), saves="x"))
 _log = _elementwise("log", np.log, lambda g, x: g / x, saves="x")
 
 
@@ -43,6 +44,44 @@ def log(x):
     if origin is not None:
         return log_softmax(*origin)
     return _log(x)
+
+
+# --- clip ---------------------------------------------------------------------------
+
+def _bound(name, bound, dtype):
+    """A clip bound: None, or a real (or bool) scalar taken in x's dtype, as torch.clamp."""
+    if bound is None:
+        return None
+    if isinstance(bound, Tensor) or np.ndim(bound) != 0 or \
+            np.asarray(bound).dtype.kind not in "biuf":
+        raise TypeError(f"clip: {name} must be a real scalar or None, got {bound!r}")
+    with np.errstate(over="ignore"):  # 1e300 with a float32 x is inf, as in torch
+        return dtype.type(bound)
+
+
+@public
+def clip(x, lo=None, hi=None):
+    """x limited to [lo, hi] (scalars; either may be None), as torch.clamp: the gradient
+    passes where lo <= x <= hi, both boundaries included; lo > hi gives hi everywhere."""
+    x = as_tensor("clip", x)
+    lo, hi = _bound("lo", lo, x.dtype), _bound("hi", hi, x.dtype)
+    if lo is None and hi is None:
+        raise ValueError("clip: at least one of lo and hi must be given (both are None)")
+    y = x.value
+    if lo is not None:
+        y = np.maximum(y, lo)
+    if hi is not None:
+        y = np.minimum(y, hi)  # after lo: with lo > hi, hi wins
+    return record(clip_vjp, y, (x,), (x.value, lo, hi))
+
+
+@vjp_of("clip")
+def clip_vjp(g, saved, out):
+    x, lo, hi = saved
+    inside = np.ones(x.shape, bool) if lo is None else x >= lo
+    if hi is not None:
+        inside &= x <= hi
+    return (contribute(out[0], np.where(inside, g, g.dtype.type(0))),)
 
 
 # --- activations (compiled) -------------------------------------------------------

@@ -1,6 +1,8 @@
 """Matrix products: 2-D products through BLAS (the orientation policy lives here),
 NumPy's matmul for 1-D and batched operands."""
 import builtins
+import os
+from time import perf_counter
 
 import numpy as np
 
@@ -40,13 +42,55 @@ def _gemm(out, a, b, order):
     return buffer
 
 
-def _product_order(rows, inner, cols):
-    """Memory order for a new product. Against a large weight, OpenBLAS packs much less
-    when the short side is its M dimension: a batch of 128 against a 16384 x 5000 weight
-    runs up to 2x faster written column-major. For small weights (the 784 x 256 of a
-    small MLP) it gains nothing, and the column-major gradients that follow made the
-    backward's products slower (bench/small_mlp.py: 1.27 ms per step C, 1.67 ms F)."""
-    return "F" if rows < cols and inner * cols >= 1 << 20 else "C"
+# --- which memory order a new product is written in ---------------------------------------
+#
+# A short batch against a large weight: how fast OpenBLAS runs it in each order depends on
+# the CPU (128 x 16384 @ 16384 x 5000 ran up to 2x faster written column-major on a
+# Sapphire Rapids host, 1.25x faster row-major on an AVX2 EPYC). So both orders are timed
+# on the first real products of each shape (no extra work: each trial is a product the
+# caller asked for) and the faster is kept for the process. Small weights (the 784 x 256
+# of a small MLP) stay row-major: column-major gains nothing there, and the column-major
+# gradients that follow made the backward's products slower.
+
+ORDER_TRIALS = 2  # products timed in each order before one is chosen
+_FORCED_ORDER = os.environ.get("FASTAD_GEMM_ORIENTATION")  # "C" or "F": no measuring
+_plans = {}  # (dtype, rows, inner, cols) -> _OrderPlan
+
+
+class _OrderPlan:
+    """The memory order of one shape of product: trials in both, then the faster."""
+
+    def __init__(self):
+        self.seconds = {"C": [], "F": []}
+        self.choice = None
+
+    def next_trial(self):
+        return "C" if len(self.seconds["C"]) <= len(self.seconds["F"]) else "F"
+
+    def record(self, order, seconds):
+        self.seconds[order].append(seconds)
+        if builtins.min(len(s) for s in self.seconds.values()) >= ORDER_TRIALS:
+            self.choice = builtins.min("CF", key=lambda o: builtins.min(self.seconds[o]))
+
+
+def _product_order(dtype, rows, inner, cols):
+    """(memory order for a new rows x cols product, the plan still timing it or None)."""
+    if not (rows < cols and inner * cols >= 1 << 20):
+        return "C", None
+    if _FORCED_ORDER in ("C", "F"):
+        return _FORCED_ORDER, None
+    plan = _plans.get((dtype, rows, inner, cols))
+    if plan is None:
+        plan = _plans[(dtype, rows, inner, cols)] = _OrderPlan()
+    if plan.choice is not None:
+        return plan.choice, None
+    return plan.next_trial(), plan
+
+
+def product_orders():
+    """{(dtype, rows, inner, cols): (chosen order or None, {order: trial seconds})} for
+    the large products seen so far (bench/ --profile prints it)."""
+    return {shape: (plan.choice, dict(plan.seconds)) for shape, plan in _plans.items()}
 
 
 def _check_matmul(a, b):
@@ -72,7 +116,11 @@ def matmul(a, b):
     _check_matmul(av, bv)
     if _fits_blas(av, bv):
         av, bv = _blas_ready(av), _blas_ready(bv)
-        value = _gemm(None, av, bv, _product_order(*av.shape, bv.shape[1]))
+        order, plan = _product_order(av.dtype, av.shape[0], av.shape[1], bv.shape[1])
+        start = perf_counter() if plan is not None else 0.0  # a trial is timed
+        value = _gemm(None, av, bv, order)
+        if plan is not None:
+            plan.record(order, perf_counter() - start)
     else:
         try:
             value = np.matmul(av, bv)

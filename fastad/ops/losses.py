@@ -1,11 +1,12 @@
-"""Losses with integer labels: fused softmax cross-entropy and the negative
-log-likelihood."""
+"""Losses: with integer labels, fused softmax cross-entropy and the negative
+log-likelihood; elementwise against a target of the input's shape, mse_loss and
+binary_cross_entropy_with_logits."""
 import numpy as np
 
-from ..core.tape import record, vjp_of
-from ..core.tensor import Tensor, as_tensor
-from ..kernels import rows
-from .protocol import contiguous, kernel_out, own_labels, public
+from ..core.tape import SKIP, record, vjp_of
+from ..core.tensor import Tensor, as_tensor, operands
+from ..kernels import pointwise, rows
+from .protocol import contiguous, contribute, dense, kernel_out, own_labels, public
 
 
 def _labels(op, labels, shape):
@@ -34,7 +35,7 @@ def _labels(op, labels, shape):
 
 def _reduce_losses(op, losses, reduction):
     if reduction == "mean":  # losses.mean() to the bit, without its Python wrapper
-        return np.asarray(losses.sum() / losses.shape[0], dtype=losses.dtype)
+        return np.asarray(losses.sum() / losses.size, dtype=losses.dtype)
     if reduction == "sum":
         return np.asarray(losses.sum(), dtype=losses.dtype)
     if reduction == "none":
@@ -90,3 +91,58 @@ def nll_loss_vjp(g, saved, out):
     buffer, accumulate = kernel_out(out[0], shape, g.dtype)
     rows.pick_grad(-_row_scale(g, reduction, shape[0]), labels, buffer, accumulate)
     return (buffer,)
+
+
+# --- elementwise losses against a target of the input's shape ---------------------------
+
+def _elementwise_loss(vjp, terms, input, target, reduction):
+    """An elementwise loss: terms(x, t) per element, reduced as torch's `reduction`; both
+    operands may need a gradient (vjp's partials get the weight of each term)."""
+    op = vjp.op_name
+    x, t, tx, tt = operands(op, input, target)
+    if np.shape(x) != np.shape(t):
+        raise ValueError(f"{op}: input of shape {np.shape(x)} and target of shape "
+                         f"{np.shape(t)} differ (they must have the same shape)")
+    if x.size == 0:
+        raise ValueError(f"{op}: empty input (shape {x.shape})")
+    value = _reduce_losses(op, np.asarray(terms(x, t)), reduction)  # checks `reduction`
+    return record(vjp, value, (tx, tt), (x, t, reduction))
+
+
+def _partials(out, saved, g, d_input, d_target):
+    """The vjp of an elementwise loss, given its terms' partial derivatives."""
+    x, t, reduction = saved
+    weight = g / x.size if reduction == "mean" else g  # the adjoint of each term
+    return (None if out[0] is SKIP else contribute(out[0], d_input(x, t) * weight),
+            None if out[1] is SKIP else contribute(out[1], d_target(x, t) * weight))
+
+
+@public
+def mse_loss(pred, target, reduction="mean"):
+    """(pred - target)**2, reduced; as torch.nn.functional.mse_loss (gradients to both)."""
+    return _elementwise_loss(mse_loss_vjp, lambda x, t: np.square(x - t), pred, target,
+                             reduction)
+
+
+@vjp_of("mse_loss")
+def mse_loss_vjp(g, saved, out):
+    return _partials(out, saved, g, lambda x, t: 2 * (x - t), lambda x, t: 2 * (t - x))
+
+
+def _bce_terms(x, t):
+    """max(x, 0) - x t + log(1 + exp(-|x|)): finite for any finite logit."""
+    return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+
+
+@public
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits) against targets, computed stably from the
+    logits; as torch.nn.functional.binary_cross_entropy_with_logits (no weights)."""
+    return _elementwise_loss(binary_cross_entropy_with_logits_vjp, _bce_terms, logits,
+                             targets, reduction)
+
+
+@vjp_of("binary_cross_entropy_with_logits")
+def binary_cross_entropy_with_logits_vjp(g, saved, out):
+    return _partials(out, saved, g, lambda x, t: pointwise.sigmoid(dense(x)) - t,
+                     lambda x, t: -x)

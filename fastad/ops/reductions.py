@@ -1,4 +1,4 @@
-"""Reductions over axes: sum, mean, max (ties share the gradient), argmax."""
+"""Reductions over axes: sum, mean, max and min (ties share the gradient), argmax."""
 import numpy as np
 
 from ..core.tape import record, vjp_of
@@ -53,23 +53,33 @@ def mean_vjp(g, saved, out):
     return (contribute_broadcast(out[0], g.reshape(kept) / count, shape),)
 
 
-@public
-def max(x, axis=None, keepdims=False):
-    """Maximum over `axis`; tied maxima share the gradient equally."""
-    x = as_tensor("max", x)
-    axes = _axes("max", axis, x.ndim)
-    if any(x.shape[a] == 0 for a in axes):
-        raise ValueError(f"max: cannot reduce an empty axis (shape {x.shape}, axis {axis!r})")
-    value = np.asarray(x.value.max(axis=axes, keepdims=keepdims))
-    return record(max_vjp, value, (x,), (x.value, value, axes, _kept_shape(x.shape, axes)))
+def _extremum(name, reduce):
+    """max or min over `axis` (None: all; an int or a tuple); tied extrema share the
+    gradient equally (as torch.amax / torch.amin); an empty axis is a ValueError."""
+
+    @vjp_of(name)
+    def vjp(g, saved, out):
+        x, y, axes, kept = saved
+        is_extremum = x == y.reshape(kept)
+        ties = is_extremum.sum(axis=axes, keepdims=True, dtype=g.dtype)
+        return (contribute(out[0], is_extremum * (g.reshape(kept) / ties)),)
+
+    def op(x, axis=None, keepdims=False):
+        x = as_tensor(name, x)
+        axes = _axes(name, axis, x.ndim)
+        if any(x.shape[a] == 0 for a in axes):
+            raise ValueError(f"{name}: cannot reduce an empty axis (shape {x.shape}, "
+                             f"axis {axis!r})")
+        value = np.asarray(reduce(x.value, axis=axes, keepdims=keepdims))
+        return record(vjp, value, (x,), (x.value, value, axes, _kept_shape(x.shape, axes)))
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"{name}(x, axis=None, keepdims=False); tied values share the gradient."
+    return op
 
 
-@vjp_of("max")
-def max_vjp(g, saved, out):
-    x, y, axes, kept = saved
-    is_max = x == y.reshape(kept)
-    ties = is_max.sum(axis=axes, keepdims=True, dtype=g.dtype)
-    return (contribute(out[0], is_max * (g.reshape(kept) / ties)),)
+max = public(_extremum("max", np.max))
+min = public(_extremum("min", np.min))
 
 
 @public

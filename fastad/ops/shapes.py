@@ -1,4 +1,4 @@
-"""Ops that move elements without changing them: reshape, transpose, concatenate."""
+"""Ops that move elements without changing them: reshape, transpose, concatenate, stack."""
 import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
@@ -45,21 +45,30 @@ def transpose_vjp(g, saved, out):
     return (contribute(out[0], g.transpose(inverse)),)
 
 
+def _joined(op, tensors):
+    """The operands of concatenate or stack: at least one, all of one dtype."""
+    tensors = [as_tensor(op, t) for t in tensors]
+    if not tensors:
+        raise ValueError(f"{op}: needs at least one tensor")
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        raise TypeError(f"{op}: cannot mix dtypes {sorted(map(str, dtypes))}")
+    return tensors
+
+
+def _join(op, join, tensors, axis):
+    try:
+        return join([t.value for t in tensors], axis=axis)
+    except ValueError as e:  # AxisError included
+        shapes = [t.shape for t in tensors]
+        raise ValueError(f"{op}: shapes {shapes} along axis {axis}: {e}") from None
+
+
 @public
 def concatenate(tensors, axis=0):
     """Join tensors along an existing axis."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("concatenate: needs at least one tensor")
-    tensors = [as_tensor("concatenate", t) for t in tensors]
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) > 1:
-        raise TypeError(f"concatenate: cannot mix dtypes {sorted(map(str, dtypes))}")
-    try:
-        value = np.concatenate([t.value for t in tensors], axis=axis)
-    except ValueError as e:
-        shapes = [t.shape for t in tensors]
-        raise ValueError(f"concatenate: shapes {shapes} along axis {axis}: {e}") from None
+    tensors = _joined("concatenate", tensors)
+    value = _join("concatenate", np.concatenate, tensors, axis)
     axis = normalize_axis("concatenate", axis, value.ndim)
     splits = np.cumsum([t.shape[axis] for t in tensors])[:-1]
     return record(concatenate_vjp, value, tuple(tensors), (splits, axis))
@@ -69,4 +78,19 @@ def concatenate(tensors, axis=0):
 def concatenate_vjp(g, saved, out):
     splits, axis = saved
     pieces = np.split(g, splits, axis=axis)
+    return tuple(None if o is SKIP else contribute(o, p) for o, p in zip(out, pieces))
+
+
+@public
+def stack(tensors, axis=0):
+    """Join tensors of one shape along a new axis."""
+    tensors = _joined("stack", tensors)
+    value = _join("stack", np.stack, tensors, axis)
+    return record(stack_vjp, value, tuple(tensors), (normalize_axis("stack", axis, value.ndim),))
+
+
+@vjp_of("stack")
+def stack_vjp(g, saved, out):
+    (axis,) = saved
+    pieces = np.moveaxis(g, axis, 0)
     return tuple(None if o is SKIP else contribute(o, p) for o, p in zip(out, pieces))
