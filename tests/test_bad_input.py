@@ -6,6 +6,10 @@ is the wrong call. Many reach a compiled kernel (matmul, the bias add, sigmoid, 
 log_softmax, cross_entropy, nll_loss, the label gather), which would get bad pointers if
 a Python check were missing, so the cases run in a child process: a crash there fails
 the case that was running (and the ones after it) instead of killing pytest.
+
+A few rows are the right call next to a wrong one that used to reach a kernel or give a
+wrong answer (a byte-swapped `.value`, a sequence index, an update under no_grad): they
+expect no exception and a `check` (computed with NumPy) to hold afterwards.
 """
 import json
 import os
@@ -25,6 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # --- the harness (also run in the child process, see the bottom of this file) ------------
 
 PRELUDE = """
+import array
+import collections
 import numpy as np
 import fastad as fa
 rng = np.random.default_rng(0)
@@ -57,7 +63,8 @@ def _changed(namespace, saved):
         now = namespace[name]
         now = now.value if isinstance(now, fa.Tensor) else now
         if isinstance(before, np.ndarray):
-            same = (now.dtype == before.dtype and now.shape == before.shape
+            same = (isinstance(now, np.ndarray) and now.dtype == before.dtype
+                    and now.shape == before.shape
                     and np.array_equal(now, before, equal_nan=before.dtype.kind in "fc"))
         else:
             same = now == before
@@ -66,8 +73,9 @@ def _changed(namespace, saved):
     return changed
 
 
-def run_case(setup, call):
-    """Run `setup` then `call`; report the exception raised and any changed argument."""
+def run_case(setup, call, check=""):
+    """Run `setup` then `call`; report the exception raised, any changed argument and,
+    when the call succeeded, whether the expression `check` holds."""
     namespace = {}
     exec(PRELUDE + setup, namespace)
     saved = _snapshot(namespace)
@@ -76,7 +84,14 @@ def run_case(setup, call):
         raised, message = None, ""
     except Exception as e:  # noqa: BLE001  (the case says which one it expects)
         raised, message = type(e).__name__, str(e)
-    return {"raised": raised, "message": message, "changed": _changed(namespace, saved)}
+    holds = None
+    if check and raised is None:
+        try:
+            holds = bool(eval(check, namespace))
+        except Exception as e:  # noqa: BLE001  (a check that cannot be computed fails)
+            holds = f"{type(e).__name__}: {e}"
+    return {"raised": raised, "message": message, "changed": _changed(namespace, saved),
+            "check": holds}
 
 
 # --- the cases --------------------------------------------------------------------------
@@ -86,8 +101,10 @@ class Case:
     id: str
     setup: str
     call: str
-    error: type
+    error: type               # None: the call must work, and `check` hold after it
     mentions: tuple = ()      # substrings the message must contain (op, shapes, dtypes)
+    check: str = ""           # an expression over the setup's names
+    modifies: tuple = ()      # the names the call may change (an assignment, an update)
 
 
 def shape_cases():
@@ -337,7 +354,245 @@ def misc_cases():
     ]
 
 
-CASES = shape_cases() + label_cases() + gather_cases() + dtype_cases() + misc_cases()
+def attribute_cases():
+    """`t.value = a` and `t.grad = g` are checked like an op's input: a wrong dtype is a
+    TypeError and a wrong shape a ValueError naming both, before any kernel reads it."""
+    refused_values = {  # name: (the tensor, the array assigned, error, mentions)
+        "float16-huge": ("P((1 << 20,))", "np.ones(1 << 20, np.float16)", TypeError,
+                         ("float16", "float64")),
+        "shape-huge": ("P((3,))", "np.ones(1 << 20)", ValueError, ("(3,)", "(1048576,)")),
+        "int64": ("P((3,))", "np.arange(3)", TypeError, ("int64", "float64")),
+        "int32-2d": ("P((3, 4))", "np.ones((3, 4), np.int32)", TypeError, ("int32", "float64")),
+        "bool": ("P((3,))", "np.ones(3, bool)", TypeError, ("bool", "float64")),
+        "complex": ("P((3,))", "np.ones(3, np.complex128)", TypeError, ("complex128", "float64")),
+        "float32-into-float64": ("P((3,))", "np.ones(3, np.float32)", TypeError,
+                                 ("float32", "float64")),
+        "float64-into-float32": ("P((3,), np.float32)", "np.ones(3)", TypeError,
+                                 ("float32", "float64")),
+        "int-list": ("P((3,))", "[0, 1, 2]", TypeError, ("int64", "float64")),
+        "scalar": ("P((3,))", "1.0", ValueError, ("()", "(3,)")),
+        "data-tensor": ("T((2, 2))", "np.ones((2, 2), np.float32)", TypeError,
+                        ("float32", "float64")),
+        "transposed-shape": ("P((2, 3))", "A((3, 2))", ValueError, ("(2, 3)", "(3, 2)")),
+    }
+    cases = [Case(f"value-{name}", f"x = {tensor}", f"x.value = {array}\nfa.sigmoid(x)",
+                  error, mentions)
+             for name, (tensor, array, error, mentions) in refused_values.items()]
+    refused_grads = {  # name: (the parameter, the gradient assigned, error, mentions)
+        "list": ("P((3,))", "[1.0, 2.0, 3.0]", TypeError, ()),
+        "scalar": ("P((3,))", "1.0", TypeError, ()),
+        "tensor": ("P((3,))", "fa.tensor(np.ones(3))", TypeError, ()),
+        "float16-huge": ("P((1 << 20,))", "np.ones(1 << 20, np.float16)", TypeError,
+                         ("float16", "float64")),
+        "float32": ("P((3,))", "np.ones(3, np.float32)", TypeError, ("float32", "float64")),
+        "int64": ("P((3,))", "np.ones(3, np.int64)", TypeError, ("int64", "float64")),
+        "shape": ("P((3,))", "np.ones(4)", ValueError, ("(3,)", "(4,)")),
+        "shape-2d": ("P((3,))", "np.ones((3, 1))", ValueError, ("(3,)", "(3, 1)")),
+    }
+    cases += [Case(f"grad-{name}", f"p = {tensor}",
+                   f"p.grad = {g}", error, mentions)
+              for name, (tensor, g, error, mentions) in refused_grads.items()]
+    sigmoid = "1 / (1 + np.exp(-np.arange(3.0)))"
+    return cases + [
+        Case("value-int32-matmul", "a = P((300, 200)); b = P((200, 100))",
+             "a.value = np.ones((300, 200), np.int32)\n"
+             "b.value = np.ones((200, 100), np.int32)\na @ b", TypeError, ("int32", "float64")),
+        Case("value-stamps-the-tensor", "p = P((3,)); y = fa.sum(p * p)",
+             "p.value = A((3,))\ny.backward()", RuntimeError, modifies=("p",)),
+        # accepted: copied to native order / a C-contiguous array, or held as a view
+        Case("value-big-endian", "x = P((3,))",
+             "x.value = np.array([0.0, 1.0, 2.0], '>f8')\ny = fa.sigmoid(x)", None,
+             check=f"x.dtype == np.float64 and np.allclose(y.value, {sigmoid})",
+             modifies=("x",)),
+        Case("value-fortran", "a = P((3, 4)); b = P((4, 2)); F = np.asfortranarray(A((3, 4)))",
+             "a.value = F\ny = a @ b", None,
+             check="a.value.flags.c_contiguous and np.allclose(y.value, F @ b.value)",
+             modifies=("a",)),
+        Case("value-is-its-own-array-object", "p = P((2, 3)); X = A((2, 3)); X0 = X.copy()",
+             "p.value = X\nX.shape = (3, 2)\ny = fa.sigmoid(p)", None,
+             check="p.shape == (2, 3) and np.allclose(y.value, 1 / (1 + np.exp(-X0)))",
+             modifies=("p", "X")),
+        Case("grad-big-endian", "p = P((3,))",
+             "p.grad = np.ones(3, '>f8')\nfa.sum(p * 2.0).backward()", None,
+             check="p.grad.dtype == np.float64 and np.array_equal(p.grad, [3.0, 3.0, 3.0])"),
+        # a read-only .grad is copied; a strided one may be kept (`p.grad is g`, README)
+        *[Case(f"grad-{name}", f"p = P((3,)); p0 = p.value.copy(); g = {g}",
+               "p.grad = g\nfa.sum(p * 2.0).backward()\nfa.optim.SGD([p], lr=0.5).step()",
+               None, check="np.array_equal(p.grad, [3.0, 3.0, 3.0]) and "
+                           "np.allclose(p.value, p0 - 1.5)", modifies=modifies)
+          for name, g, modifies in [("read-only", "np.ones(3); g.flags.writeable = False",
+                                     ("p",)),
+                                    ("strided", "np.ones(6)[::2]", ("p", "g"))]],
+    ]
+
+
+def optimizer_cases():
+    """Hyperparameters and state buffers changed between steps are checked at the next
+    step (SPEC "Training"): a clear error before any parameter changes, never a kernel
+    reading a buffer of another size or dtype."""
+    sgd = ("p = P((300, 200)); p.grad = A((300, 200)); "
+           "opt = fa.optim.SGD([p], lr=0.1, momentum={momentum}); opt.step()")
+    adam = "p = P((300, 200)); p.grad = A((300, 200)); opt = fa.optim.Adam([p]); opt.step()"
+    changes = {  # name: (setup, the change, error)
+        "momentum-buffer-short": (sgd, "opt.momentum_buffers[0] = np.ones(3)", ValueError),
+        "momentum-buffer-float16": (sgd, "opt.momentum_buffers[0] = np.ones((300, 200), "
+                                         "np.float16)", TypeError),
+        "momentum-buffer-list": (sgd, "opt.momentum_buffers[0] = [0.0] * 3", TypeError),
+        "exp-avg-int": (adam, "opt.exp_avgs[0] = np.ones((300, 200), np.int64)", TypeError),
+        "exp-avg-sq-short": (adam, "opt.exp_avg_sqs[0] = np.ones(3)", ValueError),
+        "lr-negative": (sgd, "opt.lr = -1.0", ValueError),
+        "lr-nan": (sgd, "opt.lr = float('nan')", ValueError),
+        "momentum-negative": (sgd, "opt.momentum = -0.5", ValueError),
+        "nesterov-without-momentum": (sgd.replace("{momentum}", "0.0"), "opt.nesterov = True",
+                                      ValueError),
+        "betas-out-of-range": (adam, "opt.betas = (1.0, 0.999)", ValueError),
+    }
+    return [Case(f"optimizer-{name}", setup.replace("{momentum}", "0.9"),
+                 f"{change}\nopt.step()", error)
+            for name, (setup, change, error) in changes.items()]
+
+
+def caller_array_cases():
+    """What the caller does to its array object after the forward (a new shape or dtype)
+    never reaches the tape: the backward still calls BLAS with the forward's dims."""
+    forms = {"tensor": "fa.tensor(X)", "operand": "X",
+             "tensor-requiring-grad": "fa.tensor(X, requires_grad=True)"}
+    mutations = {"shape": "X.shape = (200, 300)", "dtype": "X.dtype = np.float32"}
+    setup = "X = A((300, 200)); X0 = X.copy(); w = P((200, 100))"
+    check = "np.allclose(w.grad, X0.T @ np.ones((300, 100)))"
+    cases = [Case(f"caller-array-{form}-{mutation}", setup,
+                  f"loss = fa.sum({made} @ w)\n{change}\nloss.backward()", None,
+                  check=check, modifies=("X",))
+             for form, made in forms.items() for mutation, change in mutations.items()]
+    return cases + [
+        Case("caller-array-value", setup + "; p = P((300, 200))",
+             "p.value = X\nloss = fa.sum(p @ w)\nX.shape = (200, 300)\nloss.backward()", None,
+             check=check + " and np.allclose(p.grad, np.ones((300, 100)) @ w.value.T)",
+             modifies=("X", "p")),
+    ]
+
+
+def index_sequence_cases():
+    """Any sequence used as an index gives NumPy's value, and repeated indices accumulate
+    their gradients (np.add.at), as a list does."""
+    works = {  # name: (shape, index, the rows it picks, the gradient of their sum)
+        "array.array-l": ((3,), "array.array('l', [0, 0, 1])", [0, 0, 1], [2, 1, 0]),
+        "array.array-b-negative": ((3,), "array.array('b', [0, -3, -1])", [0, 0, 2], [2, 0, 1]),
+        "array.array-q": ((3,), "array.array('q', [2, 2, 2])", [2, 2, 2], [0, 0, 3]),
+        "deque": ((3,), "collections.deque([0, 0, 1])", [0, 0, 1], [2, 1, 0]),
+        "tuple-in-tuple": ((3,), "((1, 1, 0),)", [1, 1, 0], [1, 2, 0]),
+        "range": ((3,), "range(-3, 0)", [0, 1, 2], [1, 1, 1]),
+        "bool-deque": ((3,), "collections.deque([True, False, True])", [0, 2], [1, 0, 1]),
+        "empty-list": ((3,), "[]", [], [0, 0, 0]),   # NumPy reads an empty sequence as intp
+        "empty-deque": ((3,), "collections.deque()", [], [0, 0, 0]),
+        "array.array-i-and-slice": ((3, 2), "(array.array('i', [2, 2]), slice(None))", [2, 2],
+                                    [[0, 0], [0, 0], [2, 2]]),
+    }
+    cases = [Case(f"index-{name}", f"x = P({shape})",
+                  f"y = x[{index}]\ng = fa.grad(fa.sum(y), x)", None,
+                  check=f"np.array_equal(y.value, x.value[{rows}]) and "
+                        f"np.array_equal(g, {grad})")
+             for name, (shape, index, rows, grad) in works.items()]
+    refused = {
+        "array.array-out-of-range": "array.array('l', [0, 3])",
+        "deque-out-of-range": "collections.deque([-4])",
+        "array.array-float": "array.array('d', [0.0, 1.0])",
+        "bool-deque-length": "collections.deque([True, False])",
+    }
+    return cases + [Case(f"index-{name}", "x = P((3,))", f"fa.sum(x[{index}]).backward()",
+                         IndexError, ("getitem",)) for name, index in refused.items()]
+
+
+def inplace_cases():
+    """`+= -= *= /=` update `.value` in place under no_grad (and on data tensors), and
+    refuse (RuntimeError) on what the tape tracks, instead of rebinding silently."""
+    cases = [Case(f"inplace-parameter-{name}", "p = P((3,))", f"p {symbol} 2.0", RuntimeError,
+                  ("x = x",))
+             for name, symbol in [("add", "+="), ("sub", "-="), ("mul", "*="), ("div", "/=")]]
+    return cases + [
+        Case("inplace-op-result", "p = P((3,)); y = p * 2", "y += 1", RuntimeError, ("x = x",)),
+        Case("inplace-mixed-ndarray", "p = P((3,), np.float32); d = A((3,))",
+             "with fa.no_grad():\n    p += d", TypeError, ("float32", "float64")),
+        Case("inplace-mixed-tensor", "p = P((3,)); q = T((3,), np.float32)",
+             "with fa.no_grad():\n    p *= q", TypeError, ("float32", "float64")),
+        Case("inplace-result-grows", "p = P((3,)); d = A((2, 3))",
+             "with fa.no_grad():\n    p -= d", ValueError, ("(3,)", "(2, 3)")),
+        Case("inplace-data-tensor-shapes", "t = T((3,)); d = A((4,))", "t += d", ValueError,
+             ("(3,)", "(4,)")),
+        Case("inplace-stamps-the-parameter", "p = P((3,)); y = fa.sum(p * p)",
+             "with fa.no_grad():\n    p += 1\ny.backward()", RuntimeError, modifies=("p",)),
+        # a view or detached copy shares the Parameter's memory: updating it must stamp
+        # the Parameter (or be refused), or y's gradient silently uses the new values
+        *[Case(f"inplace-{name}-of-parameter",
+               f"p = P((3,)); y = fa.sum(p * p)\nwith fa.no_grad():\n    v = {make}",
+               "v += 1\ny.backward()", RuntimeError, modifies=("p", "v"))
+          for name, make in [("view", "p[...]"), ("detached", "p.detach()")]],
+        # Python falls back to `p = p ** 2` without __ipow__: update in place or raise
+        *[Case(f"inplace-{name}-keeps-the-parameter",
+               "p = P((3, 3)); p0 = p.value.copy(); e = A((3, 3)); q = p",
+               f"try:\n    with fa.no_grad():\n        p {symbol} e\n"
+               "except (TypeError, RuntimeError):\n    pass", None,
+               check=f"p is q and (np.allclose(p.value, {numpy}, equal_nan=True) or "
+                     "np.array_equal(p.value, p0))", modifies=("p", "q"))
+          for name, symbol, numpy in [("pow", "**=", "p0 ** e"), ("matmul", "@=", "p0 @ e")]],
+        Case("inplace-sgd-under-no-grad",
+             "p = P((3,)); p.grad = A((3,)); p0 = p.value.copy(); q = p",
+             "with fa.no_grad():\n    p -= 0.1 * p.grad", None,
+             check="p is q and np.allclose(p.value, p0 - 0.1 * p.grad)", modifies=("p", "q")),
+        Case("inplace-data-tensor", "t = T((3,)); t0 = t.value.copy(); u = t",
+             "t += 1\nt *= np.array([1, 2, 3])", None,
+             check="t is u and np.allclose(t.value, (t0 + 1) * [1, 2, 3])", modifies=("t", "u")),
+    ]
+
+
+GRAD_GRAPH = ("w = P((3, 2)); x = T((4, 3)); h = fa.sigmoid(x @ w); loss = fa.sum(h * h); "
+              "s = 1 / (1 + np.exp(-(x.value @ w.value))); "
+              "gh = fa.grad(loss, h, retain_graph=True)")
+
+
+def grad_result_cases():
+    """fa.grad's results are read-only views of the sweep's buffers: writing raises, so a
+    later result cannot change; `.grad` arrays filled by backward are the caller's."""
+    cases = [Case(f"grad-result-{name}", GRAD_GRAPH, write, ValueError)
+             for name, write in [("imul", "gh *= 0"), ("setitem", "gh[...] = 1"),
+                                 ("copyto", "np.copyto(gh, 0)")]]
+    return cases + [
+        Case("grad-result-later-call", GRAD_GRAPH,
+             "try:\n    gh *= 0\nexcept ValueError:\n    pass\ngw = fa.grad(loss, w)", None,
+             check="np.allclose(gh, 2 * s) and "
+                   "np.allclose(gw, x.value.T @ (2 * s * s * (1 - s)))"),
+        Case("grad-result-made-writeable", GRAD_GRAPH,
+             "try:\n    gh.flags.writeable = True\n    gh *= 0\nexcept ValueError:\n    pass\n"
+             "again = fa.grad(loss, h, retain_graph=True)", None,
+             check="np.allclose(again, 2 * s)", modifies=("gh",)),
+        Case("grad-attribute-is-writeable", "w = P((3, 2)); x = T((4, 3)); loss = fa.sum(x @ w)",
+             "loss.backward()\nw.grad *= 2", None,
+             check="np.allclose(w.grad, 2 * x.value.T @ np.ones((4, 2)))"),
+    ]
+
+
+def numpy_function_cases():
+    """NumPy functions on a Tensor name the fastad function to use; operators with an
+    ndarray on the left return Tensors that keep the graph."""
+    cases = [Case(f"numpy-{name}", "t = P((3,))", call, TypeError, (f"fa.{name}",))
+             for name, call in [("exp", "np.exp(t)"), ("tanh", "np.tanh(t)"),
+                                ("sum", "np.sum(t)"), ("mean", "np.mean(t)"),
+                                ("concatenate", "np.concatenate([t, t])")]]
+    return cases + [
+        Case("numpy-matmul-lhs", "a = A((2, 3)); t = P((3,))", "y = a @ t", None,
+             check="isinstance(y, fa.Tensor) and np.allclose(fa.grad(fa.sum(y), t), a.sum(0))"),
+        Case("numpy-add-lhs", "a = A((2, 3)); t = P((3,))", "y = a + t", None,
+             check="isinstance(y, fa.Tensor) and np.allclose(fa.grad(fa.sum(y), t), [2, 2, 2])"),
+        Case("numpy-comparison", "t = P((3,))", "r = t < 0", None,
+             check="type(r) is np.ndarray and r.dtype == bool and "
+                   "np.array_equal(r, t.value < 0)"),
+    ]
+
+
+CASES = (shape_cases() + label_cases() + gather_cases() + dtype_cases() + misc_cases()
+         + attribute_cases() + optimizer_cases() + caller_array_cases()
+         + index_sequence_cases() + inplace_cases() + grad_result_cases()
+         + numpy_function_cases())
 assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
 
 
@@ -350,7 +605,8 @@ def child_results():
     The child prints a line before and after each case, so a crash is pinned to the
     case that was running; a new child then runs the cases after it.
     """
-    pending = [{"id": c.id, "setup": c.setup, "call": c.call} for c in CASES]
+    pending = [{"id": c.id, "setup": c.setup, "call": c.call, "check": c.check}
+               for c in CASES]
     results = {}
     while pending:
         proc = subprocess.run([sys.executable, __file__], input=json.dumps(pending),
@@ -375,6 +631,14 @@ def test_bad_call_raises_clearly_and_changes_nothing(case, child_results):
     result = child_results[case.id]
     if "crash" in result:
         pytest.fail(f"the child process died while running this case, {result['crash']}")
+    unexpected = set(result["changed"]) - set(case.modifies)
+    assert not unexpected, f"{case.call} modified {sorted(unexpected)}"
+    if case.error is None:
+        assert result["raised"] is None, f"{case.call} raised {result['raised']}: " \
+            f"{result['message']}"
+        assert result["check"] is True, \
+            f"after {case.call}: {case.check} does not hold ({result['check']})"
+        return
     assert result["raised"] is not None, f"{case.call} raised nothing"
     expected = case.error.__name__
     raised = result["raised"]
@@ -385,7 +649,6 @@ def test_bad_call_raises_clearly_and_changes_nothing(case, child_results):
     for word in case.mentions:
         assert word in result["message"], (
             f"{case.call}: message {result['message']!r} does not mention {word!r}")
-    assert not result["changed"], f"{case.call} modified {result['changed']}"
 
 
 # --- calls next to the bad ones that must work --------------------------------------------
@@ -489,7 +752,7 @@ def test_no_float64_reaches_a_float32_kernel(graph):
 def _child_main():
     for case in json.loads(sys.stdin.read()):
         print(json.dumps({"start": case["id"]}), flush=True)
-        result = run_case(case["setup"], case["call"])
+        result = run_case(case["setup"], case["call"], case["check"])
         print(json.dumps({"id": case["id"], **result}), flush=True)
 
 

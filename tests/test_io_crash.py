@@ -49,8 +49,10 @@ for k in range(1, 10**6):
 
 
 def child(source, *args, **kwargs):
+    # cwd: `python -c` puts its working directory first on sys.path, and from the
+    # repository root that would import the uncompiled source tree, not the install
     return subprocess.Popen([sys.executable, "-c", source, TESTS, *map(str, args)],
-                            stdout=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, text=True, cwd=TESTS, **kwargs)
 
 
 def assert_complete(path, n):

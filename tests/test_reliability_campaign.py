@@ -8,6 +8,15 @@ and huge values; plus fa.grad's own arguments (wrt lists with intermediates, dup
 data and unused tensors, seeds of the wrong shape or dtype) and tensors whose adjoint
 collects contributions from several consumers (fan-out).
 
+Five families hold the Python layer to what users can change behind an op's back: the
+settable attributes (`.value` and `.grad` assigned any dtype, shape, layout, list or
+scalar, then an op, backward and an SGD step), optimizer hyperparameters and state
+buffers changed between steps, the caller's array objects changed after the forward
+(data, labels and index arrays, an assigned `.grad`: shape, dtype, strides, flags,
+contents), any sequence as an index (lists, tuples, array.array, range, deque, bool
+lists, nested in tuples), and the in-place operators (under no_grad and not, on views,
+with every kind of operand) together with the read-only arrays fa.grad returns.
+
 Each case either matches a NumPy reference (value, dtype and the gradient of every
 operand that requires one, for a random seed) or raises the exception type the SPEC
 names, with a message naming the op; no case modifies its inputs.
@@ -16,6 +25,11 @@ The campaign runs in child processes (`python tests/test_reliability_campaign.py
 FAMILY`), one per family of ops, so a crash in a kernel fails a test instead of killing
 pytest. The child prints the number of cases it ran, and a falsifying example on failure.
 """
+import array as stdarray
+import collections
+import contextlib
+import functools
+import operator
 import re
 import subprocess
 import sys
@@ -42,6 +56,11 @@ EXAMPLES = {
     "shapes": 700,
     "grad": 300,
     "fan_out": 300,
+    "attributes": 600,
+    "optimizer_state": 400,
+    "caller_arrays": 600,
+    "index_sequences": 600,
+    "inplace": 600,
 }
 
 
@@ -1050,6 +1069,830 @@ def _single_grad(case, base, i):
     return fa.grad(_fan_out_loss(case, p, [i]), p).astype(np.float64)
 
 
+# --- settable attributes: t.value = a, t.grad = g ----------------------------------------------
+
+def _onehot(n, k):
+    return np.eye(k)[np.arange(n) % k]
+
+
+def _cross_entropy_ref(x, p, s):
+    n, k = x.shape
+    y = -(_log_softmax(x, -1) * _onehot(n, k)).sum() / n
+    return y, (_softmax(x, -1) - _onehot(n, k)) * s / n, None
+
+
+def _softmax_ref(x, p, s):
+    y = _softmax(x, -1)
+    return y, y * (s - (s * y).sum(-1, keepdims=True)), None
+
+
+def _sigmoid_ref(x, p, s):
+    y = _sigmoid(x)
+    return y, s * y * (1 - y), None
+
+
+# op: (the partner Parameter's shape for x of shape (n, k), or None; the fastad call;
+#      the NumPy reference (x, partner, seed) -> (value, dx, dpartner))
+ATTR_OPS = {
+    "matmul": (lambda n, k: (k, 3), lambda x, p: x @ p,
+               lambda x, p, s: (x @ p, s @ p.T, x.T @ s)),
+    "rmatmul": (lambda n, k: (3, n), lambda x, p: p @ x,
+                lambda x, p, s: (p @ x, p.T @ s, s @ x.T)),
+    "add": (lambda n, k: (k,), lambda x, p: x + p, lambda x, p, s: (x + p, s, s.sum(0))),
+    "mul": (lambda n, k: (n, k), lambda x, p: x * p, lambda x, p, s: (x * p, s * p, s * x)),
+    "sigmoid": (None, lambda x, p: fa.sigmoid(x), _sigmoid_ref),
+    "relu": (None, lambda x, p: fa.relu(x),
+             lambda x, p, s: (np.maximum(x, 0), s * (x > 0), None)),
+    "softmax": (None, lambda x, p: fa.softmax(x), _softmax_ref),
+    "sum": (None, lambda x, p: fa.sum(x), lambda x, p, s: (x.sum(), s * np.ones_like(x), None)),
+    "cross_entropy": (None, lambda x, p: fa.cross_entropy(x, np.arange(x.shape[0]) % x.shape[1]),
+                      _cross_entropy_ref),
+}
+ASSIGNED_DTYPES = ["float16", "float32", "float64", ">f4", ">f8", "int32", "int64", "bool",
+                   "complex128"]
+
+
+def proper(a, dtype):
+    """a is an array fastad holds as it is (a view): C-contiguous, aligned, writeable,
+    native and of `dtype`."""
+    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.aligned and a.flags.writeable)
+
+
+def held_as_is(a, dtype, attribute):
+    """Whether `t.<attribute> = a` may keep a's memory (else it must copy): a proper array
+    for .value; for .grad any aligned, writeable array of the dtype."""
+    if attribute == "value":
+        return proper(a, dtype)
+    return a.dtype == dtype and a.flags.aligned and a.flags.writeable
+
+
+@st.composite
+def assignments(draw, shape, dtype):
+    """Something to assign to a `.value` or `.grad` of `shape` and `dtype`: arrays of any
+    dtype, shape and layout, lists, Python and NumPy scalars."""
+    kind = draw(st.sampled_from(["array"] * 6 + ["list", "python-scalar", "numpy-scalar"]))
+    raw = values(draw(seeds), draw(st.sampled_from(
+        [shape] * 8 + [shape[::-1], (int(np.prod(shape)),), (1,) + shape, (0,) + shape[1:], ()])),
+        np.float64)
+    if kind == "list":
+        return raw.tolist() if draw(st.booleans()) else np.round(raw).astype(int).tolist()
+    if kind == "python-scalar":
+        return draw(st.sampled_from([1.5, 2, True]))
+    if kind == "numpy-scalar":
+        return draw(st.sampled_from([np.float32(1.5), np.float64(0.5), np.int64(2)]))
+    target = draw(st.sampled_from([dtype.name] * 6 + [dtype.newbyteorder().str] * 2
+                                  + ASSIGNED_DTYPES))
+    converted = (raw > 0) if target == "bool" else \
+        np.round(raw * 3).astype(target) if target.startswith("int") else raw.astype(target)
+    return in_layout(draw(layouts), converted)
+
+
+@st.composite
+def attribute_cases(draw):
+    """An op on x (a Parameter or a data tensor) and maybe a partner Parameter p, after
+    up to three assignments to their `.value` and `.grad`."""
+    dtype = draw(dtypes)
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    op = draw(st.sampled_from(sorted(ATTR_OPS)))
+    partner_shape = ATTR_OPS[op][0]
+    shapes_ = {"x": shape, **({"p": partner_shape(*shape)} if partner_shape else {})}
+    form = draw(st.sampled_from(["param", "param", "data"]))
+    targets = [(name, attribute) for name in shapes_ for attribute in ("value", "grad")
+               if (name, attribute) != ("x", "grad") or form == "param"]
+    assigned = [(name, attribute, draw(assignments(shapes_[name], dtype)))
+                for name, attribute in draw(st.lists(st.sampled_from(targets), max_size=3))]
+    return dict(dtype=dtype, shape=shape, form=form, op=op, assigned=assigned,
+                stale=draw(st.booleans()), seed=draw(seeds))
+
+
+def _dtype_names(d):
+    return (str(d), d.name)   # '>f4' or float32: either names it
+
+
+def assignment_mistakes(obj, shape, dtype, attribute):
+    """{exception type: words its message must hold} for `t.<attribute> = obj` on a
+    tensor of `shape` and `dtype`; empty when the contract accepts it."""
+    if attribute == "grad" and not isinstance(obj, np.ndarray):
+        return {TypeError: ()}
+    a = np.asarray(obj)
+    mistakes = {}
+    if a.shape != shape:
+        mistakes[ValueError] = (str(a.shape), str(shape))
+    if a.dtype.newbyteorder("=") != dtype:
+        mistakes[TypeError] = (_dtype_names(a.dtype), dtype.name)
+    return mistakes
+
+
+def expect_one_of(call, mistakes):
+    """call() raises one of `mistakes` ({type: words}), with that type's words (a word is a
+    string or a tuple of alternatives) in its message."""
+    try:
+        call()
+    except tuple(mistakes) as e:
+        words = next(w for kind, w in mistakes.items() if isinstance(e, kind))
+        for word in words:
+            options = word if isinstance(word, tuple) else (word,)
+            assert any(o in str(e) for o in options), \
+                f"{type(e).__name__} message does not name {options}: {e}"
+        return
+    except Exception as e:  # noqa: BLE001
+        raise AssertionError(f"expected {[m.__name__ for m in mistakes]}, got "
+                             f"{type(e).__name__}: {e}") from e
+    raise AssertionError(f"expected {[m.__name__ for m in mistakes]}, but it succeeded")
+
+
+def _assign(t, attribute, obj):
+    """t.<attribute> = obj as the contract says: the accepted values (as t's dtype), or
+    None after checking the exception and that t did not change."""
+    before_value, before = t.value, (t.value.copy(), None if t.grad is None else t.grad.copy())
+    mistakes = assignment_mistakes(obj, t.shape, t.dtype, attribute)
+    if mistakes:
+        expect_one_of(lambda: setattr(t, attribute, obj), mistakes)
+        assert t.value is before_value and np.array_equal(t.value, before[0])
+        assert (t.grad is None) if before[1] is None else np.array_equal(t.grad, before[1])
+        return None
+    setattr(t, attribute, obj)
+    accepted = np.asarray(obj).astype(t.dtype)
+    held = getattr(t, attribute)
+    assert isinstance(held, np.ndarray), f".{attribute} holds a {type(held).__name__}"
+    assert attribute == "grad" or held is not obj, ".value is the caller's array object"
+    assert (held.dtype, held.shape) == (t.dtype, t.shape), f"{held.dtype} {held.shape}"
+    # (a non-contiguous .grad may be kept as the caller's object, as the README says)
+    assert (held.flags.c_contiguous or attribute == "grad") and held.flags.aligned \
+        and held.flags.writeable, f".{attribute} is not a proper array:\n{held.flags}"
+    np.testing.assert_array_equal(held, accepted, err_msg=f".{attribute} values")
+    if attribute == "value" and isinstance(obj, np.ndarray) and obj.size:
+        assert np.shares_memory(held, obj) == proper(obj, t.dtype), \
+            f".value shares memory: {np.shares_memory(held, obj)}, for an array with\n{obj.flags}"
+    return accepted
+
+
+@given(attribute_cases())
+def prop_attributes(case):
+    """Assign `.value` and `.grad` (anything), then an op, backward and an SGD step: the
+    contract's exception at the assignment, or NumPy's values and gradients for the
+    accepted arrays; a tape recorded before an accepted `.value` refuses to sweep; arrays
+    fastad had to copy are never written, and a `.value` holding a view writes through."""
+    CASES[0] += 1
+    dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
+    partner_shape, forward, reference = ATTR_OPS[case["op"]]
+    x_values = values(seed, shape, dtype)
+    tensors = {"x": fa.Parameter(x_values) if case["form"] == "param" else
+               fa.tensor(x_values.copy())}
+    if partner_shape:
+        tensors["p"] = fa.Parameter(values(seed + 1, partner_shape(*shape), dtype))
+    # per tensor: the values NumPy computes with, the .grad backward adds to, a viewed array
+    state = {name: dict(value=t.value.copy(), grad=np.zeros(t.shape), viewed=None)
+             for name, t in tensors.items()}
+    params = [t for t in tensors.values() if t.requires_grad]
+    stale = sum((fa.sum(t * t) for t in params[1:]), fa.sum(params[0] * params[0])) \
+        if case["stale"] and params else None
+    copied = []  # assigned arrays fastad must have copied: never written
+    for name, attribute, obj in case["assigned"]:
+        t = tensors[name]
+        accepted = _assign(t, attribute, obj)
+        if isinstance(obj, np.ndarray) and (accepted is None or not held_as_is(obj, dtype,
+                                                                                 attribute)):
+            copied.append((obj, obj.copy()))
+        if accepted is not None:
+            state[name][attribute] = accepted
+            if attribute == "value":
+                state[name]["viewed"] = obj if proper(obj, dtype) else None
+                if t.requires_grad and stale is not None:   # recorded before: refused
+                    expect_one_of(stale.backward, {RuntimeError: ()})
+    x, p = tensors["x"], tensors.get("p")
+    with np.errstate(all="ignore"):
+        out = forward(x, p)
+        s = values(seed + 2, out.shape, dtype, positive=True)
+        value, dx, dp = reference(state["x"]["value"].astype(np.float64),
+                                  None if p is None else state["p"]["value"].astype(np.float64),
+                                  s)
+        assert_matches(out.value, value, dtype, f"{case['op']} value")
+        if not params:
+            return
+        out.backward(seed=s)
+        for name, g in (("x", dx), ("p", dp)):
+            if name in tensors and tensors[name].requires_grad:
+                state[name]["grad"] = state[name]["grad"] + g
+                assert_matches(tensors[name].grad, state[name]["grad"], dtype, f"{name}.grad")
+        fa.optim.SGD(params, lr=0.5).step()
+        for name, t in tensors.items():
+            if t.requires_grad:
+                expected = state[name]["value"] - 0.5 * state[name]["grad"].astype(dtype)
+                assert_matches(t.value, expected, dtype, f"{name} after the step")
+    for assigned, before in copied:
+        np.testing.assert_array_equal(assigned, before, err_msg="a copied array was written")
+    for name, t in tensors.items():
+        if state[name]["viewed"] is not None:
+            np.testing.assert_array_equal(state[name]["viewed"], t.value,
+                                          err_msg=f"{name}.value's view was not updated")
+
+
+# --- optimizer hyperparameters and state buffers, changed between steps ----------------------
+
+OPTIMIZERS = {  # name: (class, hyperparameters, state buffer lists)
+    "sgd": (fa.optim.SGD, dict(lr=0.1, momentum=0.0, weight_decay=0.01, nesterov=False), ()),
+    "sgd-momentum": (fa.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01,
+                                        nesterov=False), ("momentum_buffers",)),
+    "sgd-nesterov": (fa.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.0,
+                                        nesterov=True), ("momentum_buffers",)),
+    "adam": (fa.optim.Adam, dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01),
+             ("exp_avgs", "exp_avg_sqs")),
+}
+HYPER_VALUES = {  # hyperparameter: values to set (the constructor says which are valid)
+    "lr": [0.0, 0.5, 2, np.float32(0.05), True, -0.1, np.nan, np.inf, "fast", None, [0.1]],
+    "momentum": [0.0, 0.5, 0.99, -0.5, np.nan, "fast", None],
+    "weight_decay": [0.0, 0.1, -1.0, np.nan, None],
+    "nesterov": [True, False, 0, 1],
+    "eps": [1e-6, 0.0, -1e-8, np.nan, None],
+    "betas": [(0.5, 0.9), (0.0, 0.0), (1.0, 0.9), (0.9, -0.1), (0.9,), None],
+}
+
+
+@st.composite
+def optimizer_cases(draw):
+    name = draw(st.sampled_from(sorted(OPTIMIZERS)))
+    cls, hyper, buffers = OPTIMIZERS[name]
+    dtype = draw(dtypes)
+    shapes_ = [draw(shapes(1, 2, 1, 4)) for _ in range(2)]
+    changeable = sorted(h for h in hyper if h != "momentum" or hyper["momentum"])
+    if buffers and draw(st.booleans()):
+        which, i = draw(st.sampled_from(buffers)), draw(st.integers(0, 1))
+        change_ = ("buffer", which, i, draw(assignments(shapes_[i], dtype)))
+    else:
+        hyper_name = draw(st.sampled_from(changeable))
+        change_ = ("hyper", hyper_name, None, draw(st.sampled_from(HYPER_VALUES[hyper_name])))
+    return dict(name=name, dtype=dtype, shapes=shapes_, change=change_, seed=draw(seeds))
+
+
+def reference_step(name, hyper, state, values_, grads):
+    """NumPy's version of one optimizer step (the formulas in fastad.optim's docstrings),
+    updating `values_` and `state` in place."""
+    for i, (v, g) in enumerate(zip(values_, grads)):
+        d = g + hyper["weight_decay"] * v
+        if name == "adam":
+            beta1, beta2 = hyper["betas"]
+            state["steps"][i] += 1
+            t = state["steps"][i]
+            m = state["exp_avgs"][i] = beta1 * state["exp_avgs"][i] + (1 - beta1) * d
+            sq = state["exp_avg_sqs"][i] = beta2 * state["exp_avg_sqs"][i] + (1 - beta2) * d * d
+            v -= hyper["lr"] / (1 - beta1 ** t) * m / (np.sqrt(sq) / np.sqrt(1 - beta2 ** t)
+                                                      + hyper["eps"])
+            continue
+        if "momentum_buffers" in state:
+            buffers = state["momentum_buffers"]
+            buf = buffers[i] = hyper["momentum"] * buffers[i] + d
+            d = d + hyper["momentum"] * buf if hyper["nesterov"] else buf
+        v -= hyper["lr"] * d
+
+
+def _constructor_error(cls, params, hyper):
+    """The exception type the optimizer's constructor raises for `hyper`, or None."""
+    try:
+        cls(params, **hyper)
+    except (ValueError, TypeError) as e:
+        return type(e)
+    return None
+
+
+@given(optimizer_cases())
+def prop_optimizer_state(case):
+    """Change one hyperparameter or state buffer between two steps: a value the
+    constructor would refuse, or a buffer of another dtype, shape or kind, is a clear
+    error before any parameter changes; anything else takes effect, as NumPy's formulas
+    with the new value say. No kernel ever reads a buffer it was not checked against."""
+    CASES[0] += 1
+    name, dtype, seed = case["name"], case["dtype"], case["seed"]
+    cls, hyper, buffers = OPTIMIZERS[name]
+    kind, attribute, i, new = case["change"]
+    params = [fa.Parameter(values(seed + k, shape, dtype)) for k, shape in
+              enumerate(case["shapes"])]
+    grads = [values(seed + 2 + k, shape, dtype) for k, shape in enumerate(case["shapes"])]
+    opt = cls(params, **hyper)
+    ref_values = [p.value.astype(np.float64) for p in params]
+    ref_state = {b: [np.zeros(shape) for shape in case["shapes"]] for b in buffers}
+    ref_state["steps"] = [0, 0]
+    ref_hyper = dict(hyper)
+    with np.errstate(all="ignore"):
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        reference_step(name, ref_hyper, ref_state, ref_values, grads)
+        before = [p.value.copy() for p in params]
+        if kind == "hyper":
+            setattr(opt, attribute, new)
+            error = _constructor_error(cls, [fa.Parameter(np.ones(1, dtype))],
+                                       {**hyper, attribute: new})
+            errors = {error: ()} if error else {}
+            if not error:
+                ref_hyper[attribute] = bool(new) if attribute == "nesterov" else \
+                    tuple(map(float, new)) if attribute == "betas" else float(new)
+            ambiguous = False
+        else:
+            getattr(opt, attribute)[i] = new
+            errors = assignment_mistakes(new, case["shapes"][i], dtype, "grad")
+            ambiguous = not errors and not proper(new, dtype)   # a copy, or an error
+            if not errors:
+                ref_state[attribute][i] = np.array(new, np.float64)  # (a copy: step updates it)
+        if errors:
+            expect_one_of(opt.step, {ValueError: (), TypeError: ()})
+        else:
+            try:
+                opt.step()
+            except (ValueError, TypeError):
+                if not ambiguous:
+                    raise
+                errors = True
+        if errors:
+            for k, p in enumerate(params):
+                np.testing.assert_array_equal(p.value, before[k], err_msg=f"params[{k}] "
+                                              "changed by a step that raised")
+            return
+        reference_step(name, ref_hyper, ref_state, ref_values, grads)
+    for k, p in enumerate(params):
+        assert_matches(p.value, ref_values[k], dtype, f"params[{k}] after the second step")
+
+
+# --- the caller's array object, changed after the forward ------------------------------------
+
+def _held_by_value(X):
+    t = fa.Parameter(np.zeros(X.shape, X.dtype.newbyteorder("=")))
+    t.value = X
+    return t
+
+
+CALLER_FORMS = {  # how the caller's array X enters the graph, and whether it may be shared
+    "tensor": (fa.tensor, True),
+    "tensor-requiring-grad": (lambda X: fa.tensor(X, requires_grad=True), True),
+    "parameter": (fa.Parameter, False),
+    "operand": (lambda X: X, True),
+    "value": (_held_by_value, True),
+}
+CALLER_CHANGES = {
+    "shape-reversed": lambda X: setattr(X, "shape", X.shape[::-1]),
+    "shape-flat": lambda X: setattr(X, "shape", (X.size,)),
+    "dtype-int": lambda X: setattr(X, "dtype", np.dtype(f"i{X.dtype.itemsize}")),
+    "dtype-bytes": lambda X: setattr(X, "dtype", np.uint8),
+    "strides-zero": lambda X: setattr(X, "strides", (0,) * X.ndim),
+    "read-only": lambda X: setattr(X.flags, "writeable", False),
+    "write": lambda X: X.__setitem__(Ellipsis, -1.5 * X + 0.25),
+}
+
+
+def change(X, how, changes=CALLER_CHANGES):
+    """Apply changes[how] to X; False when NumPy refuses it for X's layout."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # setting strides (NumPy 2.4)
+            changes[how](X)
+        return True
+    except (AttributeError, ValueError, TypeError):
+        return False
+
+
+@st.composite
+def caller_cases(draw):
+    return dict(dtype=draw(dtypes), shape=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+                form=draw(st.sampled_from(sorted(CALLER_FORMS))), layout=draw(layouts),
+                op=draw(st.sampled_from(sorted(ATTR_OPS))),
+                change=draw(st.sampled_from(sorted(CALLER_CHANGES))),
+                use_backward=draw(st.booleans()), seed=draw(seeds))
+
+
+@given(caller_cases())
+def prop_caller_arrays(case):
+    """What the caller does to its array object after the forward (a new shape, dtype or
+    strides, read-only) never reaches the tape: the gradients are those of the forward's
+    values. Writes into its memory reach the tape only where fastad shares it."""
+    CASES[0] += 1
+    dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
+    partner_shape, forward, reference = ATTR_OPS[case["op"]]
+    X = in_layout(case["layout"], values(seed, shape, dtype))
+    X0 = X.astype(dtype)
+    make, may_share = CALLER_FORMS[case["form"]]
+    operand = make(X)
+    leaf = operand if isinstance(operand, fa.Tensor) else None
+    shared = may_share and proper(X, dtype)
+    if leaf is not None:
+        assert leaf.value is not X, "the tensor holds the caller's array object"
+        assert np.shares_memory(leaf.value, X) == shared, f"shares memory with\n{X.flags}"
+    p = fa.Parameter(values(seed + 1, partner_shape(*shape), dtype)) if partner_shape else None
+    with np.errstate(all="ignore"):
+        out = forward(operand, p)
+        changed = change(X, case["change"])
+        if leaf is not None:
+            assert (leaf.shape, leaf.dtype) == (shape, dtype), "the change reached the tensor"
+        wrt = [t for t in (leaf, p) if t is not None and t.requires_grad]
+        s = values(seed + 2, out.shape, dtype, positive=True)
+        if changed and case["change"] == "write" and shared:
+            # documented sharing: the tensor sees the write; the backward may use it or
+            # refuse, but must not crash
+            if leaf is not None:
+                np.testing.assert_array_equal(leaf.value, X)
+            try:
+                fa.grad(out, wrt, seed=s) if wrt else None
+            except (RuntimeError, ValueError):
+                pass
+            return
+        value, dx, dp = reference(X0.astype(np.float64),
+                                  None if p is None else p.value.astype(np.float64), s)
+        assert_matches(out.value, value, dtype, f"{case['op']} value")
+        if case["use_backward"] and wrt:
+            out.backward(seed=s)
+            got = [t.grad for t in wrt]
+        else:
+            got = fa.grad(out, wrt, seed=s) if wrt else []
+        expected = {id(leaf): dx, id(p): dp}
+        for i, (t, g) in enumerate(zip(wrt, got)):
+            assert_matches(g, expected[id(t)], dtype, f"{case['op']}: gradient of operand {i}")
+        if leaf is not None:
+            np.testing.assert_array_equal(leaf.value, X0, err_msg="the change reached the tensor")
+
+
+@st.composite
+def caller_grad_cases(draw):
+    # (not strides-zero: adding into a self-overlapping .grad is undefined in NumPy too)
+    changes = sorted(set(CALLER_CHANGES) - {"strides-zero"})
+    return dict(dtype=draw(dtypes), shape=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+                layout=draw(layouts), change=draw(st.sampled_from(changes)),
+                before=draw(st.sampled_from(["backward", "step"])), seed=draw(seeds))
+
+
+@given(caller_grad_cases())
+def prop_caller_grads(case):
+    """`p.grad = g` may keep g itself, so the caller can still change g's shape, dtype,
+    strides or memory: backward then adds into what p.grad reads, and the SGD step uses
+    what p.grad reads, or either raises a clear error; neither reads past a buffer, and
+    the step never leaves p with another shape or dtype."""
+    CASES[0] += 1
+    dtype, shape, seed = case["dtype"], case["shape"], case["seed"]
+    p = fa.Parameter(values(seed, shape, dtype))
+    p.grad = in_layout(case["layout"], values(seed + 1, shape, dtype))
+    loss = fa.sum(fa.sigmoid(p))
+    y = _sigmoid(p.value.astype(np.float64))
+    errors = (ValueError, TypeError, RuntimeError)
+    with np.errstate(all="ignore"):
+        try:
+            if case["before"] == "backward":
+                change(p.grad, case["change"])
+            read = np.array(p.grad, dtype=np.float64)
+            loss.backward()
+            assert (p.grad.shape, p.grad.dtype) == (shape, dtype), \
+                f"backward left a .grad of {p.grad.dtype} {p.grad.shape}"
+            assert_matches(p.grad, read + y * (1 - y), dtype, "p.grad after backward")
+            if case["before"] == "step":
+                change(p.grad, case["change"])
+            read, before = np.array(p.grad, dtype=np.float64), p.value.copy()
+            fa.optim.SGD([p], lr=0.5).step()
+        except errors:
+            return
+    assert (p.shape, p.dtype) == (shape, dtype), f"the step made p {p.dtype} {p.shape}"
+    assert_matches(p.value, before - 0.5 * read, dtype, "p after the step")
+
+
+def _label_reference(op, x, y, s):
+    """(value, dx) of the label-reading ops for scores x (n, c) and labels y."""
+    n, c = x.shape
+    rows = np.arange(n)
+    if op in ("gather", "getitem"):
+        index = (rows, y) if op == "gather" else y
+        g = np.zeros_like(x)
+        np.add.at(g, index, s)
+        return x[index], g
+    log_p = _log_softmax(x, -1) if op == "cross_entropy" else x
+    picked = np.zeros_like(x)
+    picked[rows, y] = 1
+    dx = (_softmax(x, -1) - picked) * s / n if op == "cross_entropy" else -picked * s / n
+    return -log_p[rows, y].mean(), dx
+
+
+LABEL_OPS = {  # op: the call with scores x and the caller's label/index array y
+    "cross_entropy": lambda x, y: fa.cross_entropy(x, y),
+    "nll_loss": lambda x, y: fa.nll_loss(x, y),
+    "gather": lambda x, y: x[np.arange(x.shape[0]), y],   # the kernel gather
+    "getitem": lambda x, y: x[y],                          # rows, repeated
+}
+LABEL_CHANGES = {**CALLER_CHANGES,
+                 "write": lambda y: y.__setitem__(Ellipsis, np.iinfo(y.dtype).max),
+                 "write-negative": lambda y: y.__setitem__(Ellipsis, np.iinfo(y.dtype).min)}
+
+
+@st.composite
+def caller_label_cases(draw):
+    n, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    op = draw(st.sampled_from(sorted(LABEL_OPS)))
+    labels = np.random.default_rng(draw(seeds)).integers(0, n if op == "getitem" else c, n)
+    return dict(dtype=draw(dtypes), n=n, c=c, op=op,
+                labels=in_layout(draw(layouts), labels.astype(draw(st.sampled_from(
+                    [np.int64, np.int32, np.intp, np.uint8])))),
+                change=draw(st.sampled_from(sorted(LABEL_CHANGES))), seed=draw(seeds))
+
+
+@given(caller_label_cases())
+def prop_caller_labels(case):
+    """Labels and index arrays changed by the caller after the forward (written out of
+    range, reshaped, retyped) never reach the backward, whose kernels write at the
+    positions they give: the gradients are those of the forward's labels."""
+    CASES[0] += 1
+    dtype, op, y = case["dtype"], case["op"], case["labels"]
+    y0 = y.astype(np.intp)
+    x = fa.Parameter(values(case["seed"], (case["n"], case["c"]), dtype))
+    x0 = x.value.astype(np.float64)
+    out = LABEL_OPS[op](x, y)
+    change(y, case["change"], LABEL_CHANGES)
+    s = values(case["seed"] + 1, out.shape, dtype, positive=True)
+    value, dx = _label_reference(op, x0, y0, s)
+    assert_matches(out.value, value, dtype, f"{op} value")
+    assert_matches(fa.grad(out, x, seed=s), dx, dtype, f"{op} gradient")
+
+
+# --- any sequence as an index ----------------------------------------------------------
+
+SEQUENCE_TYPES = (list, tuple, stdarray.array, range, collections.deque)
+SEQUENCE_KINDS = {
+    "list": list, "tuple": tuple, "deque": collections.deque,
+    **{f"array-{code}": functools.partial(stdarray.array, code) for code in "liqb"},
+    "nested-list": lambda items: [items, items[::-1]],
+}
+
+
+@st.composite
+def index_sequences(draw, n, in_tuple):
+    """A sequence of indices into an axis of length n (sometimes out of range or of the
+    wrong length), repeats included."""
+    kind = draw(st.sampled_from(sorted(set(SEQUENCE_KINDS) - ({"tuple"} if not in_tuple else set()))
+                                + ["range", "bools"]))
+    if kind == "bools":
+        length = draw(st.sampled_from([n, n, n, n + 1, max(n - 1, 0)]))
+        items = draw(st.lists(st.booleans(), min_size=length, max_size=length))
+        return draw(st.sampled_from([list, collections.deque]))(items)
+    wide = draw(st.integers(0, 5)) == 0
+    ints = st.integers(-n - 1, n) if wide else st.integers(-n, n - 1) if n else st.just(0)
+    if kind == "range":
+        return range(draw(ints), draw(ints), draw(st.sampled_from([1, 1, 2, -1, -2])))
+    return SEQUENCE_KINDS[kind](draw(st.lists(ints, max_size=5)))
+
+
+@st.composite
+def index_cases(draw):
+    x = draw(tensor_operands(draw(shapes(min_dims=1))))
+    shape = np.shape(x.plain)
+    how = draw(st.sampled_from(["alone", "tuple", "tuple", "rows-and-labels"]))
+    if how == "alone":
+        return x, draw(index_sequences(shape[0], in_tuple=False))
+    if how == "rows-and-labels" and len(shape) == 2:  # the kernel gather, p[arange(n), y]
+        rows = draw(st.sampled_from([list, tuple, collections.deque, lambda r: r,
+                                     functools.partial(stdarray.array, "l")]))(range(shape[0]))
+        return x, (rows, draw(index_sequences(shape[1], in_tuple=True)))
+    parts = []
+    for axis in range(draw(st.integers(1, len(shape) + 1))):
+        n = shape[axis] if axis < len(shape) else 1
+        parts.append(draw(st.one_of(
+            index_sequences(n, in_tuple=True), index_sequences(n, in_tuple=True),
+            st.integers(-n, max(n - 1, 0)), st.slices(max(n, 1)), st.none(),
+            st.just(Ellipsis))))
+    return x, tuple(parts)
+
+
+def numpy_index(index):
+    """The index with every sequence made an ndarray (an empty one of intp, as NumPy
+    reads `[]`): what NumPy itself indexes with."""
+    def convert(part):
+        if not isinstance(part, SEQUENCE_TYPES):
+            return part
+        a = np.asarray(part if isinstance(part, (list, tuple, stdarray.array)) else list(part))
+        return a.astype(np.intp) if a.size == 0 and a.dtype.kind == "f" else a
+    return tuple(map(convert, index)) if isinstance(index, tuple) else convert(index)
+
+
+@given(index_cases())
+def prop_index_sequences(case):
+    """x[index] for an index made of lists, tuples, array.arrays, ranges, deques and bool
+    lists (nested in tuples with ints, slices, None and ...): NumPy's value, and the
+    np.add.at gradient (repeated indices accumulate); NumPy's errors, naming getitem."""
+    x, index = case
+    shown = repr(index)
+    converted = numpy_index(index)
+    result, error = _numpy_outcome(lambda: x.plain[converted])
+
+    def reference(s):
+        g = np.zeros_like(x.plain)
+        np.add.at(g, converted, s)
+        return result, [g]
+
+    check_op("getitem", lambda: x.passed[index], [x], reference, x.dtype,
+             errors=(error,) if error else ())
+    assert repr(index) == shown, f"the index changed: {shown} -> {index!r}"
+
+
+# --- in-place operators and fa.grad's results --------------------------------------------
+
+INPLACE = {"+=": (operator.iadd, np.add), "-=": (operator.isub, np.subtract),
+           "*=": (operator.imul, np.multiply), "/=": (operator.itruediv, np.divide)}
+# Augmented assignments outside the contract's four: Python falls back to `t = t ** y`,
+# a silent rebind that leaves the parameter unchanged; either update in place or raise.
+OTHER_INPLACE = {"**=": (operator.ipow, np.power), "@=": (operator.imatmul, np.matmul)}
+
+
+# Tensors that share a Parameter's memory without being on its tape: updating one in
+# place changes the Parameter, so the tapes that saved the Parameter must refuse to sweep
+# (as PyTorch's shared version counter does), unless the update itself is refused.
+SHARING_KINDS = {"view": lambda p: p[...], "detached": lambda p: p.detach()}
+
+
+def _inplace_target(kind, array):
+    """(the tensor to update, the Parameter whose tapes it affects or None): a data
+    tensor, a Parameter, a result recorded on the tape, an unrecorded one, or a view or
+    detached copy of a Parameter made under no_grad."""
+    if kind == "data":
+        return fa.tensor(array), None
+    p = fa.Parameter(array)
+    if kind == "param":
+        return p, p
+    if kind == "result":
+        return p * 1.0, None
+    with fa.no_grad():
+        return (SHARING_KINDS[kind](p), p) if kind in SHARING_KINDS else (p * 1.0, None)
+
+
+@st.composite
+def inplace_cases(draw):
+    dtype = draw(dtypes)
+    shape = draw(shapes(max_dims=2))
+    other_shape = draw(st.sampled_from([shape, shape, shape[1:], (), (2,) + shape, (3,)]))
+    other = None if draw(st.integers(0, 9)) == 0 else draw(other_operands(other_shape, dtype))
+    kinds = ["data", "param", "param", "result", "unrecorded", *SHARING_KINDS]
+    symbols = sorted(INPLACE) * 4 + sorted(OTHER_INPLACE)
+    return dict(dtype=dtype, shape=shape, symbol=draw(st.sampled_from(symbols)),
+                kind=draw(st.sampled_from(kinds)), no_grad=draw(st.booleans()), other=other,
+                stale=draw(st.booleans()),
+                array=in_layout(draw(layouts), values(draw(seeds), shape, dtype)))
+
+
+def inplace_mistakes(case, shape):
+    """{exception type: words of its message} the contract calls for (empty: it works)."""
+    other, mistakes = case["other"], {}
+    if not case["no_grad"] and case["kind"] in ("param", "result"):
+        mistakes[RuntimeError] = ("x = x",)
+    if other is not None and other.error:
+        mixed = {other.dtype, case["dtype"]} == set(FLOATS)
+        mistakes[TypeError] = ("float32", "float64") if mixed else ()
+    if other is not None and other.plain is not None:
+        other_shape = np.shape(other.plain)
+        if not _broadcastable(shape, other_shape) or \
+                np.broadcast_shapes(shape, other_shape) != shape:
+            mistakes[ValueError] = (str(shape), str(other_shape))
+    return mistakes
+
+
+@given(inplace_cases())
+def prop_inplace(case):
+    """`t op= y` on data tensors, Parameters, results and views of Parameters, under
+    no_grad or not, with every kind of operand: .value updated in place and the same
+    Tensor returned, or the contract's exception with nothing changed; an updated
+    Parameter (directly or through a view) is stamped, so older tapes refuse to sweep."""
+    CASES[0] += 1
+    dtype, other, kind = case["dtype"], case["other"], case["kind"]
+    t, base = _inplace_target(kind, case["array"])
+    value, before = t.value, t.value.copy()
+    stale = fa.sum(base * base) if base is not None and (case["stale"] or base is not t) \
+        else None
+    operand = t if other is None else other.passed
+    in_place, ufunc = {**INPLACE, **OTHER_INPLACE}[case["symbol"]]
+    snapshot = _snapshot([other] if other is not None else [])
+
+    def call():
+        with fa.no_grad() if case["no_grad"] else contextlib.nullcontext():
+            return in_place(t, operand)
+
+    if case["symbol"] in OTHER_INPLACE:
+        _update_or_refuse(call, t, ufunc, other)
+        _assert_unmodified(snapshot)
+        return
+    mistakes = inplace_mistakes(case, t.shape)
+    if kind in SHARING_KINDS:  # refusing to update a Parameter's memory is fine too
+        mistakes = {**mistakes, RuntimeError: ()} if mistakes else mistakes
+    with np.errstate(all="ignore"):
+        if mistakes:
+            expect_one_of(call, mistakes)
+            result = None
+        else:
+            expected = ufunc(before, before if other is None else other.plain).astype(dtype)
+            try:
+                result = call()
+            except RuntimeError:
+                if kind not in SHARING_KINDS:
+                    raise
+                result = None
+        if result is None:
+            assert t.value is value
+            np.testing.assert_array_equal(t.value, before, err_msg="changed by a refused op")
+        else:
+            assert result is t, f"{case['symbol']} returned another object: {result!r}"
+            assert t.value is value, f"{case['symbol']} replaced .value instead of updating it"
+            assert_matches(t.value, expected, dtype, f"{case['symbol']} value")
+            if stale is not None:
+                expect_one_of(stale.backward, {RuntimeError: ()})
+            if kind == "param":  # a new tape sees the new value
+                assert_matches(fa.grad(fa.sum(t * t), t), 2 * t.value.astype(np.float64),
+                               dtype, "the gradient after the update")
+    _assert_unmodified(snapshot)
+
+
+def _update_or_refuse(call, t, ufunc, other):
+    """`t op= y` for an op outside the contract: t itself, updated as NumPy would (the
+    result must keep t's shape), or an exception with t unchanged; never another object."""
+    value, before = t.value, t.value.copy()
+    with np.errstate(all="ignore"):
+        try:
+            result = call()
+        except (TypeError, ValueError, RuntimeError):
+            assert t.value is value
+            np.testing.assert_array_equal(t.value, before, err_msg="changed by a refused op")
+            return
+        assert result is t, f"rebound to another object (t was left unchanged): {result!r}"
+        expected = ufunc(before, before if other is None else other.plain)
+        assert_matches(t.value, expected.astype(t.dtype), t.dtype, "in-place value")
+
+
+LEAVES = ["w1", "b1", "w2"]
+GRAD_NAMES = LEAVES + ["h", "logits"]
+ATTACKS = {
+    "imul": lambda g: g.__imul__(0),
+    "setitem": lambda g: g.__setitem__(Ellipsis, 1),
+    "copyto": lambda g: np.copyto(g, 0),
+    "ufunc-out": lambda g: np.add(g, 1, out=g),
+}
+
+
+# Ways around the read-only flag: they may raise, or work on an array that is then the
+# caller's own; either way a later result must not change.
+ESCAPES = {
+    "writeable-flag": lambda g: (setattr(g.flags, "writeable", True), g.fill(0)),
+    "base": lambda g: g.base.fill(0) if isinstance(g.base, np.ndarray) else None,
+}
+
+
+@st.composite
+def grad_result_cases(draw):
+    asks = st.tuples(st.just("grad"), st.lists(st.sampled_from(GRAD_NAMES), min_size=1,
+                                                max_size=3),
+                     st.sampled_from(sorted(ATTACKS) + sorted(ESCAPES)))
+    return dict(dtype=draw(dtypes), sizes=tuple(draw(st.integers(1, 4)) for _ in range(4)),
+                steps=draw(st.lists(st.one_of(asks, asks, st.just(("backward",))),
+                                    min_size=1, max_size=4)))
+
+
+def _mlp_gradients(t):
+    """NumPy's gradients of _grad_graph's loss (cross-entropy of sigmoid(x w1 + b1) w2)."""
+    x, w1, b1, w2 = (t[k].value.astype(np.float64) for k in ("x", "w1", "b1", "w2"))
+    h = _sigmoid(x @ w1 + b1)
+    logits = h @ w2
+    n, c = logits.shape
+    d_logits = (_softmax(logits, -1) - _onehot(n, c)) / n
+    d_h = d_logits @ w2.T
+    dz = d_h * h * (1 - h)
+    return {"w1": x.T @ dz, "b1": dz.sum(0), "w2": h.T @ d_logits, "h": d_h, "logits": d_logits}
+
+
+@given(grad_result_cases())
+def prop_grad_results(case):
+    """Arrays fa.grad returns cannot be written (ValueError), so no later fa.grad or
+    backward result changes; .grad arrays filled by backward are the caller's to change."""
+    CASES[0] += 1
+    dtype = case["dtype"]
+    t = _grad_graph(case)
+    loss = t["loss"]
+    expected = _mlp_gradients(t)
+    returned = []  # (name, array) the caller got and could not change
+    for step in case["steps"]:
+        if step[0] == "backward":   # adds into .grad (a second one on top of the first)
+            before = {k: 0 if t[k].grad is None else t[k].grad.copy() for k in LEAVES}
+            loss.backward(retain_graph=True)
+            for name in LEAVES:
+                g = t[name].grad
+                assert_matches(g, before[name] + expected[name], dtype, f"{name}.grad")
+                g += 1   # the caller's own array (raises if read-only)
+            continue
+        _, names, attack = step
+        got = fa.grad(loss, [t[k] for k in names], retain_graph=True)
+        for name, g in zip(names, got):
+            assert_matches(g, expected[name], dtype, f"fa.grad of {name}")
+            if attack in ESCAPES:
+                try:
+                    ESCAPES[attack](g)
+                except ValueError:
+                    returned.append((name, g))
+            else:
+                expect_one_of(functools.partial(ATTACKS[attack], g), {ValueError: ()})
+                returned.append((name, g))
+    for name, g in returned:
+        assert_matches(g, expected[name], dtype, f"fa.grad of {name}, after the attacks")
+    for name in GRAD_NAMES:
+        assert_matches(fa.grad(loss, t[name], retain_graph=True), expected[name], dtype,
+                       f"a last fa.grad of {name}")
+
 # --- the child's main -----------------------------------------------------------------------
 
 FAMILIES = {
@@ -1062,6 +1905,11 @@ FAMILIES = {
     "shapes": [prop_shapes],
     "grad": [prop_grad],
     "fan_out": [prop_fan_out],
+    "attributes": [prop_attributes],
+    "optimizer_state": [prop_optimizer_state],
+    "caller_arrays": [prop_caller_arrays, prop_caller_labels, prop_caller_grads],
+    "index_sequences": [prop_index_sequences],
+    "inplace": [prop_inplace, prop_grad_results],
 }
 
 

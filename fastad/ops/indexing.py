@@ -25,10 +25,13 @@ def _index_part(part):
     them."""
     if isinstance(part, Tensor):
         part = part.value
-    if isinstance(part, np.ndarray) or not (isinstance(part, _BASIC_INDEX)
-                                            or hasattr(part, "__index__")):
-        return np.array(part)
-    return part
+    if isinstance(part, np.ndarray):
+        return part.copy()
+    if isinstance(part, _BASIC_INDEX) or hasattr(part, "__index__"):
+        return part
+    array = np.array(part)
+    # NumPy reads an empty sequence as an empty integer index (np.array makes it float)
+    return array.astype(np.intp) if array.size == 0 else array
 
 
 def _is_advanced(index):

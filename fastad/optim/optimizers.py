@@ -29,34 +29,21 @@ import numbers
 
 import numpy as np
 
-from ._checks import key_problems, writable_in_place
-from .core.arrays import check_matches
-from .core.clock import mark_modified
-from .core.tensor import Tensor
-from .kernels import updates
+from .._checks import MAX_COUNT as _MAX_COUNT
+from .._checks import count as _count
+from .._checks import flag as _flag
+from .._checks import key_problems, writable_in_place
+from .._checks import nonnegative as _nonnegative
+from .._checks import real as _real
+from ..core.arrays import check_matches
+from ..core.clock import mark_modified
+from ..core.tensor import Tensor
+from ..kernels import updates
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
 
 # --- checks of single values: (owner, name, value) -> value as a plain Python object ---
-
-def _real(owner, name, value):
-    if type(value) is float:  # the common case, without the slower checks below
-        return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
-    try:
-        return float(value)
-    except OverflowError:
-        raise ValueError(f"{owner}: Invalid {name}: {value!r} (too large for a float)") from None
-
-
-def _nonnegative(owner, name, value):
-    number = _real(owner, name, value)
-    if not number >= 0:  # also rejects NaN
-        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be >= 0)")
-    return number
-
 
 def _betas(owner, name, value):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -67,28 +54,6 @@ def _betas(owner, name, value):
             raise ValueError(f"{owner}: Invalid beta parameter at index {k}: {value[k]!r} "
                              "(must be in [0, 1))")
     return betas
-
-
-def _flag(owner, name, value):
-    if value is True or value is False:
-        return value
-    if not isinstance(value, np.bool_):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-# Step counts fit an int64, as in a saved checkpoint (and beta ** t in a float).
-_MAX_COUNT = 2 ** 63
-
-
-def _count(owner, name, value):
-    if type(value) is int and 0 <= value < _MAX_COUNT:  # the common case
-        return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {value!r}")
-    if not 0 <= value < _MAX_COUNT:
-        raise ValueError(f"{owner}: Invalid {name}: {value!r} (must be in [0, 2**63))")
-    return int(value)
 
 
 def _sequence(owner, name, value, length):

@@ -1,20 +1,21 @@
-"""Layers for building networks: Linear, activations and Sequential, on a small Module.
+"""Module and the basic layers: Linear, Sequential, Identity and the activations.
 
 As in PyTorch, assigning a `fa.Parameter` or a `Module` to an attribute of a Module
 registers it, in assignment order; that order is the order of `.parameters()` and of
 `.state_dict()`, whose names are attribute paths (`fc1.weight`) and, inside a
-`Sequential`, layer indices counting every layer (`0.weight`, `2.bias`).
+`Sequential`, layer indices counting every layer (`0.weight`, `2.bias`). A module is in
+training mode (`.training`) until `.eval()`; `.train(mode)` sets the whole tree.
 """
 import numpy as np
 
-from ._checks import key_problems, writable_in_place
-from .core.arrays import check_matches, float_dtype
-from .core.clock import mark_modified
-from .core.tensor import Parameter, Tensor
-from .ops.elementwise import relu, sigmoid, tanh
-from .ops.linalg import matmul
+from .._checks import key_problems, writable_in_place
+from ..core.arrays import check_matches, float_dtype
+from ..core.clock import mark_modified
+from ..core.tensor import Parameter, Tensor
+from ..ops.elementwise import relu, sigmoid, tanh
+from ..ops.linalg import matmul
 
-__all__ = ["Module", "Linear", "Sequential", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["Module", "Linear", "Sequential", "Identity", "ReLU", "Sigmoid", "Tanh"]
 
 
 class Module:
@@ -23,6 +24,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
         registry = self.__dict__.get("_parameters")
@@ -49,6 +51,21 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    # --- training mode ---------------------------------------------------------------
+    def train(self, mode=True):
+        """Set `.training = mode` on this module and every module under it; returns self."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"{type(self).__name__}.train: training mode is expected to be "
+                             f"boolean, got {mode!r}")
+        self.training = bool(mode)
+        for module in self._modules.values():
+            module.train(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (`.train(False)`): Dropout passes its input through; returns self."""
+        return self.train(False)
 
     # --- parameters -----------------------------------------------------------------
     def _all_named_parameters(self, prefix=""):
@@ -205,6 +222,16 @@ class Sequential(Module):
         if isinstance(index, slice):
             return Sequential(*layers[index])
         return layers[index]
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder layer, as torch.nn.Identity)."""
+
+    def __init__(self, *args, **kwargs):  # torch's Identity also ignores its arguments
+        super().__init__()
+
+    def forward(self, x):
+        return x
 
 
 class _Activation(Module):
