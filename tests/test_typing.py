@@ -1,8 +1,9 @@
 """fastad's type stubs: `mypy --strict` passes on a user script written with the README's
 API, and the stubs declare every public name (so they cannot drift silently).
 
-The stubs (fastad/__init__.pyi, nn.pyi, optim.pyi) and the py.typed marker ship in the
-wheel. mypy checks the script against copies of the stubs of the fastad under test in a
+The stubs (fastad/__init__.pyi, data.pyi, nn/__init__.pyi, nn/utils.pyi,
+optim/__init__.pyi, optim/lr_scheduler.pyi) and the py.typed marker ship in the wheel.
+mypy checks the script against copies of the stubs of the fastad under test in a
 temporary folder, so it sees the stubs alone (never the untyped .py modules), and
 reports errors in the stubs themselves too.
 """
@@ -16,7 +17,8 @@ import pytest
 import fastad as fa
 
 PACKAGE = pathlib.Path(fa.__file__).resolve().parent
-STUBS = ["__init__.pyi", "nn.pyi", "optim.pyi"]
+STUBS = ["__init__.pyi", "data.pyi", "nn/__init__.pyi", "nn/utils.pyi", "optim/__init__.pyi",
+         "optim/lr_scheduler.pyi"]
 
 USER_SCRIPT = '''
 import numpy as np
@@ -58,12 +60,19 @@ def train() -> float:
     rng = np.random.default_rng(0)
     model = nn.Sequential(nn.Linear(64, 32, rng=rng), nn.ReLU(), nn.Linear(32, 10, rng=rng))
     opt = fa.optim.Adam(model.parameters(), lr=1e-3)
+    sched = fa.optim.lr_scheduler.StepLR(opt, step_size=10)
     x = rng.standard_normal((50, 64)).astype(np.float32)
     y = rng.integers(0, 10, 50)
-    opt.zero_grad()
-    loss = fa.cross_entropy(model(x), y)
-    loss.backward()
-    opt.step()
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    for xb, yb in fa.data.DataLoader(x, y, batch_size=10, shuffle=True, rng=rng):
+        opt.zero_grad()
+        loss = criterion(model(xb), yb)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        opt.step()
+        sched.step()
+    model.eval()
     fa.save("model.npz", model.state_dict())
     model.load_state_dict(fa.load("model.npz"))
     return accuracy(model, x, y)
@@ -97,11 +106,13 @@ def parse(stub):
 
 def test_the_package_is_typed():
     for stub in STUBS + ["py.typed"]:
-        assert (PACKAGE / stub).is_file(), f"{stub} is missing beside {fa.__file__}"
+        assert (PACKAGE / stub).is_file(), f"fastad/{stub} is missing ({PACKAGE})"
 
 
-@pytest.mark.parametrize("stub,module", [("__init__.pyi", fa), ("nn.pyi", fa.nn),
-                                         ("optim.pyi", fa.optim)])
+@pytest.mark.parametrize("stub,module", [
+    ("__init__.pyi", fa), ("data.pyi", fa.data), ("nn/__init__.pyi", fa.nn),
+    ("nn/utils.pyi", fa.nn.utils), ("optim/__init__.pyi", fa.optim),
+    ("optim/lr_scheduler.pyi", fa.optim.lr_scheduler)])
 def test_stub_declares_every_public_name(stub, module):
     missing = set(module.__all__) - stub_names(parse(stub))
     assert not missing, f"fastad/{stub} lacks {sorted(missing)}: declare them"
@@ -136,6 +147,7 @@ def test_mypy_strict_passes_on_a_user_script(tmp_path):
     stubs = tmp_path / "stubs" / "fastad"
     stubs.mkdir(parents=True)
     for stub in STUBS + ["py.typed"]:
+        (stubs / stub).parent.mkdir(parents=True, exist_ok=True)
         (stubs / stub).write_bytes((PACKAGE / stub).read_bytes())
     script = tmp_path / "user.py"
     script.write_text(USER_SCRIPT)

@@ -2,9 +2,10 @@
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import Tensor
+from .. import Tensor
+from . import lr_scheduler as lr_scheduler
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
 
 class Optimizer:
     params: list[Tensor]
