@@ -9,14 +9,14 @@ from fastad.core.tape cimport Node
 
 cdef class Sweep:
     cdef public object seed, order, final_at, leaf_uses, adjoints, unowned, results
-    cdef public object stopped_by, lock
+    cdef public object stopped_by, lock, listener, final_after
     cdef public Py_ssize_t position
     cdef public bint released_any, implied_seed
     cdef object __weakref__
 
     @cython.locals(order=list, adjoints=dict, unowned=set, node=Node, parents=tuple,
                    out=tuple, grads=tuple, i=Py_ssize_t, position=Py_ssize_t,
-                   start=Py_ssize_t, anomaly=bint, movable=bint, owned=bint)
+                   start=Py_ssize_t, anomaly=bint, listener=object, movable=bint, owned=bint)
     cpdef _run(self, stop, retain_graph)
 
     @cython.locals(node=Node, remaining=list)

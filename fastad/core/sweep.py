@@ -24,7 +24,7 @@ class Sweep:
 
     __slots__ = ("seed", "order", "final_at", "leaf_uses", "adjoints", "unowned", "results",
                  "stopped_by", "lock", "position", "released_any", "implied_seed",
-                 "__weakref__")
+                 "listener", "final_after", "__weakref__")
 
     def __init__(self, root, seed, implied_seed):
         self.seed = seed
@@ -37,6 +37,10 @@ class Sweep:
         self.stopped_by = None   # (op name, error text) of an interrupted run, if any
         self.released_any = False
         self.lock = threading.Lock()
+        # Set by backward() only while listeners are registered (see add_listener):
+        # final_after maps a node's index to the watched leaves final once it is done.
+        self.listener = None
+        self.final_after = None
 
     def gradients(self, keys, retain_graph):
         """The final adjoints of `keys` (Nodes or leaf Tensors, all reachable)."""
@@ -59,6 +63,7 @@ class Sweep:
         """Process nodes until every node numbered >= stop is done."""
         order, adjoints, unowned = self.order, self.adjoints, self.unowned
         anomaly = modes.anomaly
+        listener = self.listener
         position = start = self.position
         node = None
         try:
@@ -108,6 +113,12 @@ class Sweep:
                 if not retain_graph:
                     node.saved = None
                     node.released = True
+                if listener is not None:
+                    finals = self.final_after.get(node.index)
+                    if finals is not None:
+                        for leaf in finals:
+                            listener.gradient_final(leaf, adjoints[leaf])
+                    listener.progress()
                 check_signals()  # Ctrl-C stops a compiled sweep here, between two nodes
         except BaseException as error:
             # The node may be half applied: its partial gradients can never be completed.
@@ -304,11 +315,19 @@ def backward(output, seed=None, retain_graph=False):
                            "fa.no_grad(), or no input of the ops that made it requires grad)")
     # The whole sweep runs, and every existing .grad is checked, before any .grad
     # changes: an exception or Ctrl-C in the middle leaves them all as they were.
-    gradients = sweep.finish(retain_graph)
+    if _listeners:
+        gradients, replaced = _finish_listened(sweep, retain_graph)
+    else:
+        gradients, replaced = sweep.finish(retain_graph), None
     for leaf in gradients:
-        if leaf._grad is not None:
+        if leaf._grad is not None and not (replaced and leaf in replaced):
             check_matches(leaf._grad, leaf._value, "backward: an existing .grad")
+    if replaced:
+        for leaf, g in replaced.items():
+            leaf._grad = g
     for leaf, g in gradients.items():
+        if replaced and leaf in replaced:
+            continue
         if leaf._grad is None:
             shared = retain_graph or leaf in sweep.unowned
             leaf._grad = g.copy() if shared else g
@@ -317,3 +336,76 @@ def backward(output, seed=None, retain_graph=False):
     if not retain_graph:
         output._consumed = True
         output._sweep = None
+
+
+# --- gradient listeners: told the moment each leaf's gradient is final ---------------
+
+_listeners = []
+
+
+def add_listener(listener):
+    """Register `listener` for every later `backward()`; returns a function that removes it.
+
+    A listener (e.g. `fastad.distributed.DataParallel`) has these methods:
+    - `begin(final_at)`: called before the sweep with the sweep's {leaf or node: number of
+      its earliest consumer}; returns the leaves to watch, or None to sit this sweep out.
+    - `gradient_final(leaf, gradient)`: a watched leaf's gradient is final (the sweep has
+      passed its earliest consumer). `gradient` is the sweep's buffer: read or copy it,
+      never write it or keep it.
+    - `progress()`: called between nodes while the listener is active (keep it cheap).
+    - `end(gradients)`: the sweep is done ({leaf: gradient} for every leaf reached); may
+      return {leaf: array} to become those leaves' `.grad` instead of adding the
+      gradient (leaves not reached may be included). Nothing has touched `.grad` yet.
+    - `abort(error)`: the sweep stopped with an exception; `end` will not be called.
+    `fa.grad` never calls listeners (it never touches `.grad`).
+    """
+    _listeners.append(listener)
+
+    def remove():
+        if listener in _listeners:
+            _listeners.remove(listener)
+    return remove
+
+
+class _Fanout:
+    __slots__ = ("listeners",)
+
+    def __init__(self, listeners):
+        self.listeners = listeners
+
+    def gradient_final(self, leaf, gradient):
+        for listener in self.listeners:
+            listener.gradient_final(leaf, gradient)
+
+    def progress(self):
+        for listener in self.listeners:
+            listener.progress()
+
+
+def _finish_listened(sweep, retain_graph):
+    active, final_after, final_at = [], {}, sweep.final_at
+    for listener in list(_listeners):
+        leaves = listener.begin(final_at)
+        if leaves is None:
+            continue
+        active.append(listener)
+        for leaf in leaves:
+            at = final_at.get(leaf)
+            if at is not None and at != math.inf:
+                final_after.setdefault(at, []).append(leaf)
+    if not active:
+        return sweep.finish(retain_graph), None
+    sweep.final_after = final_after
+    sweep.listener = active[0] if len(active) == 1 else _Fanout(active)
+    try:
+        gradients = sweep.finish(retain_graph)
+    except BaseException as error:
+        for listener in active:
+            listener.abort(error)
+        raise
+    finally:
+        sweep.listener = sweep.final_after = None
+    replaced = {}
+    for listener in active:
+        replaced.update(listener.end(gradients) or {})
+    return gradients, replaced

@@ -1,0 +1,311 @@
+"""Data-parallel training over MPI (fastad.distributed): what a second rank buys, and
+what the allreduce costs and hides.
+
+Model: MLP 784->1024->1024->10 (ReLU), batch 256 per rank, float32, SGD; every rank
+uses 1 BLAS thread. Cases, timed per step in interleaved rounds (medians), in one run:
+
+- 1 rank alone (a separate 1-process job, the other core idle): the samples/s baseline;
+- 2 ranks without any communication (each trains its own copy): the step floor;
+- 2 ranks with DataParallel (bucket_mb=25, and bucket_mb=1 for more overlap);
+- 2 ranks, "fused": no_sync backward, then one blocking Allreduce of all gradients in
+  one flat buffer (the naive way), and the allreduce alone: bucketed (the buckets'
+  Iallreduce, launched back to back, then Waitall) vs fused (one Allreduce, same bytes).
+
+Reported: samples/s of 2 ranks vs 1; DataParallel step vs the no-communication step;
+bucketed vs fused allreduce; the share of allreduce time the sweep hid
+(1 - (DataParallel step - no-comm step) / fused allreduce alone); and a projection of
+the step to 8 and 64 machines with ring allreduce under an alpha-beta model
+(T = 2(P-1) alpha + 2 (P-1)/P n beta per bucket; stated network: 25 Gb/s, 10 us),
+replaying the measured bucket launch times against the end of the sweep.
+
+Run: `mpiexec -n 2 python -m mpi4py bench/data_parallel.py` (or plain
+`python bench/data_parallel.py [--quick]`, which launches the MPI jobs itself with the
+mpiexec next to this Python, and reports single-process figures only when mpi4py or
+mpiexec is missing).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import _common as C  # noqa: E402
+
+SIZES = (784, 1024, 1024, 10)
+BATCH = 256
+NET_ALPHA = 10e-6          # s, stated network latency
+NET_BANDWIDTH = 25e9 / 8   # bytes/s (25 Gb/s)
+
+
+def build(seed=0):
+    import fastad as fa
+    from fastad import nn
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(nn.Linear(SIZES[0], SIZES[1], rng=rng), nn.ReLU(),
+                          nn.Linear(SIZES[1], SIZES[2], rng=rng), nn.ReLU(),
+                          nn.Linear(SIZES[2], SIZES[3], rng=rng))
+    data = np.random.default_rng(seed + 1)
+    X = data.standard_normal((BATCH, SIZES[0])).astype(np.float32)
+    y = data.integers(0, SIZES[-1], BATCH)
+    return fa, model, X, y
+
+
+def one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    C._limits.append(threadpool_limits(1, user_api="blas"))
+    return True
+
+
+# --- the MPI job (every rank) -----------------------------------------------------------
+
+def child(args):
+    import fastad.distributed as dist
+    from mpi4py import MPI
+    comm = dist.init(blas_threads=1)
+    one_blas_thread()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    steps, rounds = (3, 2) if args.quick else (10, 5)
+
+    fa, plain, X, y = build(0)
+    plain_opt = fa.optim.SGD(plain.parameters(), lr=1e-3)
+    models = {}
+    for mb in (25, 1):
+        _, m, _, _ = build(0)
+        models[mb] = dist.DataParallel(m, bucket_mb=mb)
+    opts = {mb: fa.optim.SGD(m.parameters(), lr=1e-3) for mb, m in models.items()}
+    _, fused_model, _, _ = build(0)
+    fused_model = dist.DataParallel(fused_model)
+    fused_opt = fa.optim.SGD(fused_model.parameters(), lr=1e-3)
+    params = fused_model.parameters()
+    flat = np.zeros(sum(p.value.size for p in params), np.float32)
+
+    def plain_step():
+        plain_opt.zero_grad()
+        fa.cross_entropy(plain(X), y).backward()
+        plain_opt.step()
+
+    def dp_step(mb):
+        def step():
+            opts[mb].zero_grad()
+            fa.cross_entropy(models[mb](X), y).backward()
+            opts[mb].step()
+        return step
+
+    def fused_step():
+        fused_opt.zero_grad()
+        with fused_model.no_sync():
+            fa.cross_entropy(fused_model(X), y).backward()
+        at = 0
+        for p in params:
+            flat[at:at + p.value.size] = p.grad.ravel()
+            at += p.value.size
+        comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        np.multiply(flat, 1.0 / size, out=flat)
+        at = 0
+        for p in params:
+            p.grad = flat[at:at + p.value.size].reshape(p.value.shape)
+            at += p.value.size
+        fused_opt.step()
+
+    buckets = [np.zeros(b.count, np.float32) for b in models[25]._buckets]
+    fine_buckets = [np.zeros(b.count, np.float32) for b in models[1]._buckets]
+
+    def allreduce_fused():
+        comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+
+    def allreduce_bucketed(bufs):
+        def run():
+            MPI.Request.Waitall([comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM) for b in bufs])
+        return run
+
+    cases = {"plain": plain_step, "dp25": dp_step(25), "dp1": dp_step(1)}
+    if size > 1:
+        cases.update({"fused": fused_step, "ar_fused": allreduce_fused,
+                      "ar_bucketed25": allreduce_bucketed(buckets),
+                      "ar_bucketed1": allreduce_bucketed(fine_buckets)})
+    for step in cases.values():   # warm-up: buffers, optimizer state
+        step()
+        step()
+    times = {name: [] for name in cases}
+    order = list(cases)
+    for r in range(rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            comm.Barrier()
+            n = steps if not name.startswith("ar_") else steps * 4
+            start = time.perf_counter()
+            for _ in range(n):
+                cases[name]()
+            elapsed = np.array([(time.perf_counter() - start) / n])
+            comm.Allreduce(MPI.IN_PLACE, elapsed, op=MPI.MAX)   # the slowest rank
+            times[name].append(float(elapsed[0]))
+    result = {name: float(np.median(t)) for name, t in times.items()}
+
+    # When does each bucket start, relative to the end of the sweep? (for the projection)
+    launches = {}
+    for mb, model in models.items():
+        stamps = []
+        original = model._launch_ready
+        end = model._end
+
+        def spy(original=original, model=model, stamps=stamps):
+            before = model._next
+            original()
+            stamps.extend([time.perf_counter()] * (model._next - before))
+
+        def spy_end(gradients, end=end, stamps=stamps):
+            stamps.append(("end", time.perf_counter()))
+            return end(gradients)
+
+        object.__setattr__(model, "_launch_ready", spy)
+        object.__setattr__(model, "_end", spy_end)
+        opts[mb].zero_grad()
+        fa.cross_entropy(model(X), y).backward()
+        t_end = next(s[1] for s in stamps if type(s) is tuple)
+        # a bucket launched in _end (after the sweep) starts at the sweep's end
+        launched = [min(s, t_end) for s in stamps if type(s) is not tuple]
+        launches[mb] = {"before_end": [t_end - s for s in launched],
+                        "bytes": [b.buffer.nbytes for b in model._buckets]}
+        object.__setattr__(model, "_launch_ready", original)
+        object.__setattr__(model, "_end", end)
+    result["launches"] = launches
+    result["bytes"] = int(flat.nbytes)
+    result["size"] = size
+    if rank == 0:
+        print("RESULT " + json.dumps(result), flush=True)
+    MPI.Finalize()
+
+
+# --- the launcher -----------------------------------------------------------------------
+
+def mpiexec():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    for where in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        found = shutil.which("mpiexec", path=where)
+        if found:
+            return found
+    return shutil.which("mpiexec")
+
+
+def job(launcher, n, quick):
+    cmd = [launcher, "-n", str(n), sys.executable, "-m", "mpi4py", os.path.abspath(__file__),
+           "--child"] + (["--quick"] if quick else [])
+    env = C.child_env()
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env,
+                          cwd=C.REPO_DIR)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def ring_allreduce(nbytes, machines):
+    if machines == 1:
+        return 0.0
+    return 2 * (machines - 1) * NET_ALPHA + 2 * (machines - 1) / machines * nbytes / NET_BANDWIDTH
+
+
+def project(step, launches, machines):
+    """Step time on `machines` machines: compute (the no-communication step) plus the part
+    of the serialized bucket allreduces that runs past the end of the sweep."""
+    free_at = -float("inf")   # when the link is free, relative to the end of the sweep
+    for before_end, nbytes in zip(launches["before_end"], launches["bytes"]):
+        free_at = max(-before_end, free_at) + ring_allreduce(nbytes, machines)
+    return step + max(0.0, free_at)
+
+
+def main():
+    p = C.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--child", action="store_true", help=argparse_hidden())
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    info = C.header("data-parallel training (fastad.distributed)", args)
+    launcher = mpiexec()
+    if launcher is None:
+        one_blas_thread()
+        fa, model, X, y = build(0)
+        opt = fa.optim.SGD(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            fa.cross_entropy(model(X), y).backward()
+            opt.step()
+        step()
+        t = C.median([C.timed(step, 3)() for _ in range(3)])
+        print(f"mpi4py or mpiexec missing (pip install '.[mpi]'): 1 process only, "
+              f"{C.fmt_time(t)} per step, {BATCH / t:.0f} samples/s")
+        return
+    rounds = 1 if args.quick else 3
+    ones, twos = [], []
+    for _ in range(rounds):   # alternate the jobs: drift hits both
+        ones.append(job(launcher, 1, args.quick))
+        twos.append(job(launcher, 2, args.quick))
+
+    def med(results, key):
+        return float(np.median([r[key] for r in results]))
+    one = med(ones, "plain")
+    two = {k: med(twos, k) for k in ("plain", "dp25", "dp1", "fused", "ar_fused",
+                                     "ar_bucketed25", "ar_bucketed1")}
+    launches = twos[-1]["launches"]
+    nbytes = twos[-1]["bytes"]
+    rows = [
+        ["1 rank alone, no MPI traffic", C.fmt_time(one), f"{BATCH / one:.0f}", "", ""],
+        ["2 ranks, no communication", C.fmt_time(two["plain"]),
+         f"{2 * BATCH / two['plain']:.0f}", "1.000x", ""],
+    ]
+    for key, label in (("dp25", "2 ranks, DataParallel bucket_mb=25"),
+                       ("dp1", "2 ranks, DataParallel bucket_mb=1"),
+                       ("fused", "2 ranks, one fused Allreduce after backward")):
+        rows.append([label, C.fmt_time(two[key]), f"{2 * BATCH / two[key]:.0f}",
+                     C.fmt_ratio(two[key] / two["plain"]),
+                     C.target_check(two[key] / two["plain"], 1.05) if key == "dp25" else ""])
+    print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH} per rank, float32, SGD, "
+          f"1 BLAS thread per rank; gradients {nbytes / 2**20:.1f} MB")
+    C.print_table(rows, ["run", "step", "samples/s", "vs no-comm", "target <= 1.05x"])
+    speedup = (2 * BATCH / two["dp25"]) / (BATCH / one)
+    print(f"\nsamples/s, 2 ranks (DataParallel) vs 1 rank: {speedup:.2f}x "
+          f"(target >= 1.7x: {'met' if speedup >= 1.7 else 'MISSED'})")
+    for mb in ("25", "1"):
+        ratio = two[f"ar_bucketed{mb}"] / two["ar_fused"]
+        hidden = 1 - (two[f"dp{mb}"] - two["plain"]) / two["ar_fused"]
+        print(f"bucket_mb={mb}: {len(launches[mb]['bytes'])} buckets; allreduce alone "
+              f"{C.fmt_time(two[f'ar_bucketed{mb}'])} bucketed vs {C.fmt_time(two['ar_fused'])}"
+              f" fused: {ratio:.2f}x (target <= 1.2x: {C.target_check(ratio, 1.2)}); "
+              f"share of allreduce time hidden behind the sweep: "
+              f"{100 * min(1.0, max(0.0, hidden)):.0f}%")
+    print(f"\nprojection (alpha-beta ring allreduce, stated network {NET_BANDWIDTH * 8 / 1e9:.0f}"
+          f" Gb/s, {NET_ALPHA * 1e6:.0f} us; compute = the 2-rank no-comm step, bucket "
+          "launch times as measured; weak scaling, batch 256 per machine):")
+    rows = []
+    for machines in (2, 8, 64):
+        fused = two["plain"] + ring_allreduce(nbytes, machines)
+        projected = {mb: project(two["plain"], launches[mb], machines) for mb in ("25", "1")}
+        rows.append([str(machines), C.fmt_time(ring_allreduce(nbytes, machines)),
+                     C.fmt_time(fused), C.fmt_time(projected["25"]), C.fmt_time(projected["1"]),
+                     f"{machines * BATCH / projected['1']:.0f}"])
+    C.print_table(rows, ["machines", "allreduce (fused)", "step, fused after backward",
+                         "step, bucket_mb=25", "step, bucket_mb=1", "samples/s (bucket_mb=1)"])
+    C.write_json(args.json, {**info, "one_rank": one, "two_ranks": two, "speedup": speedup,
+                             "launches": launches, "bytes": nbytes})
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()

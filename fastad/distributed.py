@@ -1,0 +1,484 @@
+"""Data-parallel training over MPI (mpi4py): `DataParallel`, `DistributedSampler` and a
+few collectives on NumPy arrays.
+
+Importing this module does not import mpi4py; `init()` (or the first call that needs a
+communicator) does. Run scripts as `mpiexec -n N python -m mpi4py script.py`, so that an
+exception on one rank aborts the whole job instead of leaving the others waiting.
+
+Gradients travel through mpi4py's buffer API (upper-case calls on the arrays
+themselves, never pickled). `DataParallel` listens to the reverse sweep
+(`fastad.core.sweep.add_listener`): the moment a parameter's gradient is final it is
+copied, already divided by the number of ranks, into its bucket's flat buffer; a bucket
+whose gradients are all there starts its nonblocking in-place allreduce (buckets are
+launched in one fixed order on every rank), the sweep drives MPI's progress between
+nodes, and `backward()` returns once every bucket is reduced, with each parameter's
+`.grad` a view into its bucket.
+"""
+import contextlib
+import math
+import os
+import weakref
+
+import numpy as np
+
+from .core.arrays import check_matches
+from .core.clock import mark_modified
+from .core.modes import is_grad_enabled
+from .core.sweep import add_listener
+from .core.tensor import Tensor
+from .nn import Module
+
+__all__ = ["init", "DataParallel", "DistributedSampler", "all_reduce", "broadcast",
+           "barrier", "rank", "size"]
+
+_ALIGN = 64  # bytes: every .grad view starts on a cache line
+_state = {"comm": None, "backend": None, "threads": None}
+
+
+# --- the communicator -----------------------------------------------------------------
+
+class _MpiBackend:
+    """The few MPI calls fastad makes, on an mpi4py communicator."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+        self.MPI, self.comm = MPI, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._ops = {"sum": MPI.SUM, "max": MPI.MAX}
+
+    def bcast(self, array, root):
+        self.comm.Bcast(array, root=root)
+
+    def allgather(self, obj):  # small metadata only (names, shapes, dtypes)
+        return self.comm.allgather(obj)
+
+    def iallreduce(self, buffer):
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+
+    def testall(self, requests):
+        return self.MPI.Request.Testall(requests)
+
+    def waitall(self, requests):
+        self.MPI.Request.Waitall(requests)
+
+    def allreduce(self, send, recv, op):
+        self.comm.Allreduce(send, recv, op=self._ops[op])
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def ranks_on_this_host(self):
+        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        try:
+            return local.Get_size()
+        finally:
+            local.Free()
+
+
+def _backend(comm):
+    """A backend for `comm`: an mpi4py communicator, or an object that already has the
+    backend's methods (the tests' in-process communicator); None: the one from init()."""
+    if comm is None:
+        if _state["backend"] is None:
+            init()
+        return _state["backend"]
+    if comm is _state["comm"]:
+        return _state["backend"]
+    if hasattr(comm, "iallreduce"):
+        return comm
+    return _MpiBackend(comm)
+
+
+def init(comm=None, blas_threads="auto"):
+    """Start MPI (if needed) and return the communicator: `comm`, or MPI.COMM_WORLD.
+
+    With `blas_threads="auto"` each rank limits BLAS to `cores // ranks on this host`
+    threads (through threadpoolctl, if installed); pass an int to choose, None to leave
+    BLAS alone.
+    """
+    if comm is None:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    backend = comm if hasattr(comm, "iallreduce") else _MpiBackend(comm)
+    _state["comm"], _state["backend"] = comm, backend
+    if blas_threads is not None:
+        if blas_threads == "auto":
+            local = backend.ranks_on_this_host() if hasattr(backend, "ranks_on_this_host") \
+                else 1
+            blas_threads = max(1, _cores() // max(1, local))
+        _limit_blas(blas_threads)
+    return comm
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _limit_blas(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    _state["threads"] = threadpool_limits(limits=int(threads), user_api="blas")  # kept alive
+
+
+def rank(comm=None):
+    return _backend(comm).rank
+
+
+def size(comm=None):
+    return _backend(comm).size
+
+
+# --- collectives on the user's arrays ----------------------------------------------------
+
+def _array(array):
+    if isinstance(array, Tensor):
+        array = array.value
+    return np.asarray(array)
+
+
+def all_reduce(array, op="sum", comm=None):
+    """A new array: `array` combined over all ranks (op "sum", "mean" or "max")."""
+    if op not in ("sum", "mean", "max"):
+        raise ValueError(f"all_reduce: op must be 'sum', 'mean' or 'max', got {op!r}")
+    backend = _backend(comm)
+    send = np.ascontiguousarray(_array(array))
+    if send.dtype.kind not in "biuf":
+        raise TypeError(f"all_reduce: needs numbers, got dtype {send.dtype}")
+    recv = np.empty_like(send)
+    backend.allreduce(send, recv, "max" if op == "max" else "sum")
+    if op == "mean":
+        recv = recv / backend.size
+    return recv
+
+
+def broadcast(array, root=0, comm=None):
+    """Root's `array` on every rank (same shape and dtype everywhere). A writable
+    C-contiguous ndarray is overwritten in place and returned; otherwise a new array."""
+    backend = _backend(comm)
+    given = _array(array)
+    target = given if (type(array) is np.ndarray and given.flags.c_contiguous
+                       and given.flags.writeable) else np.array(given, order="C")
+    backend.bcast(target, root)
+    return target
+
+
+def barrier(comm=None):
+    _backend(comm).barrier()
+
+
+# --- DataParallel -------------------------------------------------------------------------
+
+class _Bucket:
+    __slots__ = ("params", "offsets", "dtype", "count", "buffer", "views", "remaining",
+                 "filled")
+
+    def __init__(self, dtype):
+        self.params, self.offsets, self.dtype, self.count = [], [], dtype, 0
+        self.buffer, self.views, self.remaining, self.filled = None, {}, 0, set()
+
+    def add(self, p):
+        align = max(1, _ALIGN // self.dtype.itemsize)
+        start = -(-self.count // align) * align
+        self.params.append(p)
+        self.offsets.append(start)
+        self.count = start + p.value.size
+
+    def allocate(self):
+        item = self.dtype.itemsize
+        raw = np.zeros(self.count + _ALIGN // item, self.dtype)
+        skip = (-raw.ctypes.data % _ALIGN) // item
+        self.buffer = raw[skip:skip + self.count]   # starts on a cache line
+        self.views = {p: self.buffer[o:o + p.value.size].reshape(p.value.shape)
+                      for p, o in zip(self.params, self.offsets)}
+
+
+class _Listener:
+    """Registered with the sweep; holds its DataParallel weakly, so a DataParallel that
+    is no longer used can be collected (the listener then removes itself)."""
+
+    def __init__(self, dp):
+        self.dp = weakref.ref(dp)
+        self.active = None
+        self.remove = add_listener(self)
+
+    def begin(self, final_at):
+        dp = self.dp()
+        if dp is None:
+            self.remove()
+            return None
+        watched = dp._begin(final_at)
+        if watched is not None:
+            self.active = dp  # held for the length of the sweep
+        return watched
+
+    def gradient_final(self, leaf, gradient):
+        self.active._gradient_final(leaf, gradient)
+
+    def progress(self):
+        dp = self.active
+        if dp._requests:
+            dp._progress()
+
+    def end(self, gradients):
+        dp, self.active = self.active, None
+        return dp._end(gradients)
+
+    def abort(self, error):
+        dp, self.active = self.active, None
+        if dp is not None:
+            dp._abort()
+
+
+class DataParallel(Module):
+    """`model` trained data-parallel: every rank runs it on its share of each batch and
+    `backward()` leaves in each parameter's `.grad` the mean over ranks of the ranks'
+    gradients.
+
+    Construction broadcasts rank 0's parameter values to every rank and checks that
+    every rank's model has the same parameters (names, shapes, dtypes). Calling the
+    DataParallel calls `model`; `parameters()`, `named_parameters()`, `state_dict()`,
+    `load_state_dict()` and every other attribute are the model's (same Parameter
+    objects, same names).
+
+    Gradients are reduced in buckets of about `bucket_mb` MB (the first at most 1 MB, so
+    communication starts early), filled in the reverse of `model.parameters()` order: the
+    order in which a feed-forward model's gradients become final. A parameter the loss
+    did not use contributes zeros. Within `no_sync()`, backward accumulates local
+    gradients only; the next synchronized backward reduces the accumulated sum.
+    """
+
+    def __init__(self, model, comm=None, bucket_mb=25):
+        super().__init__()
+        if not isinstance(model, Module):
+            raise TypeError(f"DataParallel: model must be a fastad Module, got "
+                            f"{type(model).__name__}")
+        if not (isinstance(bucket_mb, (int, float)) and bucket_mb > 0
+                and math.isfinite(bucket_mb)):
+            raise ValueError(f"DataParallel: bucket_mb must be a positive number, got "
+                             f"{bucket_mb!r}")
+        object.__setattr__(self, "module", model)
+        backend = _backend(comm)
+        object.__setattr__(self, "_comm", backend)
+        named = model.named_parameters()
+        mine = [(name, p.value.shape, p.value.dtype.str) for name, p in named]
+        everyone = backend.allgather(mine)
+        for r, theirs in enumerate(everyone):
+            if theirs != everyone[0]:
+                raise ValueError(
+                    f"DataParallel: rank {r}'s model differs from rank 0's "
+                    f"({_first_difference(everyone[0], theirs)}); every rank must build "
+                    "the same model")
+        for _, p in named:
+            backend.bcast(p.value, 0)
+            mark_modified(p)
+        params = [p for _, p in named]
+        buckets = []
+        limit = min(1.0, bucket_mb) * 2**20
+        for p in reversed(params):
+            dtype = p.value.dtype
+            if (not buckets or buckets[-1].dtype != dtype
+                    or (buckets[-1].count and
+                        (buckets[-1].count + p.value.size) * dtype.itemsize > limit)):
+                if buckets:
+                    limit = bucket_mb * 2**20
+                buckets.append(_Bucket(dtype))
+            buckets[-1].add(p)
+        where = {p: b for b in buckets for p in b.params}
+        for name, value in (("_params", params), ("_buckets", buckets), ("_where", where),
+                            ("_requests", []), ("_next", 0), ("_no_sync", 0),
+                            ("_forward_mode", None), ("_active", False),
+                            ("launches", [])):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_listener", _Listener(self))
+
+    # --- the wrapped model ----------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        if is_grad_enabled():
+            object.__setattr__(self, "_forward_mode", "local" if self._no_sync else "sync")
+        return self.module(*args, **kwargs)
+
+    def named_parameters(self):
+        return self.module.named_parameters()
+
+    def parameters(self):
+        return self.module.parameters()
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict):
+        return self.module.load_state_dict(state_dict)
+
+    def zero_grad(self):
+        self.module.zero_grad()
+
+    def __getattr__(self, name):  # train(), eval(), layers, ...: the model's
+        if name == "module":
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+    def extra_repr(self):
+        return f"buckets={[len(b.params) for b in self._buckets]}"
+
+    def __repr__(self):
+        return f"DataParallel({self.module!r})"
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside (of outputs computed inside) add local gradients to
+        `.grad` without communicating; the next synchronized backward reduces the sum."""
+        object.__setattr__(self, "_no_sync", self._no_sync + 1)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_no_sync", self._no_sync - 1)
+
+    @property
+    def bucket_params(self):
+        """[[parameter index in parameters(), ...] per bucket], in launch order."""
+        index = {id(p): i for i, p in enumerate(self._params)}
+        return [[index[id(p)] for p in b.params] for b in self._buckets]
+
+    # --- the sweep listener ---------------------------------------------------------
+    def _begin(self, final_at):
+        watched = [p for p in self._params if p in final_at]
+        if not watched:  # another model's backward
+            return None
+        mode = self._forward_mode
+        object.__setattr__(self, "_forward_mode", None)
+        if mode == "local" or (mode is None and self._no_sync):
+            return None
+        for p in self._params:  # before anything is written (see backward)
+            if p._grad is not None:
+                check_matches(p._grad, p._value, "backward: an existing .grad")
+        for b in self._buckets:
+            if b.buffer is None or any(p._grad is b.views[p] for p in b.params):
+                b.allocate()  # the previous buffer still backs someone's .grad
+            b.remaining = len(b.params)
+            b.filled = set()
+        self._requests.clear()
+        object.__setattr__(self, "_next", 0)
+        object.__setattr__(self, "_active", True)
+        return watched
+
+    def _gradient_final(self, p, gradient):
+        b = self._where.get(p)
+        if b is None or p in b.filled:
+            return
+        view = b.views[p]
+        existing = p._grad
+        if gradient is None:
+            if existing is None:
+                view.fill(0)
+            else:
+                np.copyto(view, existing)
+        elif existing is None:
+            np.copyto(view, gradient)
+        else:
+            np.add(existing, gradient, out=view)
+        if self._comm.size != 1:
+            view *= 1.0 / self._comm.size
+        b.filled.add(p)
+        b.remaining -= 1
+        if b.remaining == 0:
+            self._launch_ready()
+
+    def _launch_ready(self):
+        buckets = self._buckets
+        while self._next < len(buckets) and buckets[self._next].remaining == 0:
+            b = buckets[self._next]
+            self._requests.append(self._comm.iallreduce(b.buffer))
+            self.launches.append(self._next)
+            object.__setattr__(self, "_next", self._next + 1)
+
+    def _progress(self):
+        if self._comm.testall(self._requests):
+            self._requests.clear()
+
+    def _end(self, gradients):
+        try:
+            for b in self._buckets:  # leaves the sweep had passed before, and unused ones
+                for p in b.params:
+                    if p not in b.filled:
+                        self._gradient_final(p, gradients.get(p))
+            self._comm.waitall(self._requests)
+            self._requests.clear()
+        except BaseException:
+            self._abort()
+            raise
+        object.__setattr__(self, "_active", False)
+        return {p: b.views[p] for b in self._buckets for p in b.params}
+
+    def _abort(self):
+        # Requests in flight cannot be cancelled: MPI may still write their buffers, so
+        # they are never reused. (Under `python -m mpi4py` the job is aborted anyway.)
+        for b in self._buckets:
+            b.buffer, b.views = None, {}
+        self._requests.clear()
+        object.__setattr__(self, "_active", False)
+
+
+def _first_difference(ours, theirs):
+    for a, b in zip(ours, theirs):
+        if a != b:
+            return f"{a[0]} {a[1]} {a[2]} vs {b[0]} {b[1]} {b[2]}"
+    return f"{len(ours)} vs {len(theirs)} parameters"
+
+
+# --- DistributedSampler -------------------------------------------------------------------
+
+class DistributedSampler:
+    """This rank's share of the indices 0..n-1, as torch.utils.data.DistributedSampler.
+
+    Each epoch's order is a permutation that depends only on (seed, epoch) (the
+    identity with shuffle=False); it is padded by repeating its start (or, with
+    drop_last=True, cut) to a multiple of the number of ranks, and rank r takes every
+    size-th index starting at r: the shares are disjoint except for the padding, cover
+    the data, and all have `len(sampler)` indices. Call `set_epoch(epoch)` before each
+    epoch to reshuffle.
+    """
+
+    def __init__(self, n, shuffle=True, seed=0, drop_last=False, num_replicas=None,
+                 rank=None, comm=None):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"DistributedSampler: n must be a non-negative int, got {n!r}")
+        if num_replicas is None or rank is None:
+            backend = _backend(comm)
+            num_replicas = backend.size if num_replicas is None else num_replicas
+            rank = backend.rank if rank is None else rank
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"DistributedSampler: rank {rank} is not in [0, {num_replicas})")
+        self.n, self.shuffle, self.seed, self.drop_last = int(n), shuffle, int(seed), drop_last
+        self.num_replicas, self.rank, self.epoch = int(num_replicas), int(rank), 0
+        if drop_last and self.n % self.num_replicas:
+            self.num_samples = math.ceil((self.n - self.num_replicas) / self.num_replicas)
+        else:
+            self.num_samples = math.ceil(self.n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def indices(self):
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        if not self.drop_last:
+            padding = self.total_size - self.n
+            if padding and self.n:
+                order = np.concatenate([order, np.resize(order, padding)])
+        else:
+            order = order[:self.total_size]
+        return order[self.rank:self.total_size:self.num_replicas]
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self):
+        return self.num_samples
