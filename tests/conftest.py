@@ -115,6 +115,8 @@ SKIP_FIXES = [
      f"install {TORCH_PIN} (CPU build) to run them"),
     (r"could not import 'mypy'", "type-checking tests",
      "install mypy (pip install mypy) to run them"),
+    (r"could not import 'mpi4py'", "MPI tests",
+     'install the [mpi] extra (pip install ".[mpi]") to run them'),
     (r"could not import '(\w+)'", "tests needing {0}", "install {0} to run them"),
     (r"source tree's \.pxd files", "source-layout tests",
      "run pytest on a source checkout to run them"),
