@@ -57,7 +57,9 @@ directives = {
     "cdivision": True,
 }
 SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer"]
-compile_args = ["-O1", "-g", *SANITIZE] if DEBUG else ["-O3"]
+# Release: -g0 overrides the -g in Python's own CFLAGS, which would put DWARF debug info
+# (most of each module's size) into every wheel.
+compile_args = ["-O1", "-g", *SANITIZE] if DEBUG else ["-O3", "-g0"]
 link_args = SANITIZE if DEBUG else []
 
 extensions = [
@@ -74,7 +76,8 @@ extensions = [
     )
     for path in sorted(Path("csrc").glob("*.pyx"))
 ]
-tape = [] if PURE_PYTHON else [Extension(path[:-3].replace("/", "."), [path])
+tape = [] if PURE_PYTHON else [Extension(path[:-3].replace("/", "."), [path],
+                                          extra_compile_args=compile_args)
                                 for path in TAPE_MODULES]
 
 setup(

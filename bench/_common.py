@@ -757,6 +757,26 @@ def fmt_time(seconds):
     return f"{seconds * 1e6:.1f} us"
 
 
+def time_unit(seconds):
+    """(unit, scale) that suits every value in `seconds`, so a table column holds one
+    unit, named in its header: time_unit([0.3, 0.0004]) -> ("ms", 1e3)."""
+    finite = [x for x in seconds if x is not None and x == x]
+    top = max(finite, default=0.0)
+    if top >= 1:
+        return "s", 1.0
+    if top >= 1e-3:
+        return "ms", 1e3
+    return "us", 1e6
+
+
+def fmt_in(seconds, unit):
+    """`seconds` as a bare number in `unit` (one of time_unit's)."""
+    if seconds is None or seconds != seconds:
+        return "-"
+    value = seconds * {"s": 1.0, "ms": 1e3, "us": 1e6}[unit]
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
 def fmt_ratio(r):
     return "-" if r is None or r != r else f"{r:.3f}x"
 

@@ -4,10 +4,12 @@ With `--import-mode=importlib` test modules cannot import this file, so every sh
 helper is a fixture (plain helpers that are not fixtures live in tests/_*.py): `rng`,
 `dtype` (both float dtypes), `torch` (skips when PyTorch is missing), `assert_close`
 (tolerances by dtype) and `count_vjps` (a test-only counter of the backward calls each
-recorded node receives).
+recorded node receives). At the end of a run, `pytest_terminal_summary` says in one line
+per reason why tests were skipped and how to run them.
 """
 import collections
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -102,3 +104,46 @@ def count_vjps():
 def nodes_of():
     """nodes_of(output) -> the recorded nodes output depends on."""
     return graph_nodes
+
+
+# --- why tests were skipped, and how to run them -------------------------------------------
+
+TORCH_PIN = "torch==2.13.0"  # the PyTorch that .ci/run installs and README.md measured
+# (pattern in the skip reason, what the skipped tests are, the fix)
+SKIP_FIXES = [
+    (r"could not import 'torch'", "PyTorch-parity tests",
+     f"install {TORCH_PIN} (CPU build) to run them"),
+    (r"could not import 'mypy'", "type-checking tests",
+     "install mypy (pip install mypy) to run them"),
+    (r"could not import 'mpi4py'", "MPI tests",
+     'install the [mpi] extra (pip install ".[mpi]") to run them'),
+    (r"could not import '(\w+)'", "tests needing {0}", "install {0} to run them"),
+    (r"source tree's \.pxd files", "source-layout tests",
+     "run pytest on a source checkout to run them"),
+]
+
+
+def _skip_reason(report):
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def skip_summary(reports):
+    """One line per group of skipped tests: how many, what they are, and the fix."""
+    groups = collections.Counter()
+    for report in reports:
+        reason = _skip_reason(report)
+        for pattern, what, fix in SKIP_FIXES:
+            match = re.search(pattern, reason)
+            if match:
+                groups[what.format(*match.groups()), fix.format(*match.groups())] += 1
+                break
+        else:
+            groups["tests", reason] += 1
+    return [f"{n} {what if n > 1 else what.replace('tests', 'test', 1)} skipped: {fix}"
+            for (what, fix), n in groups.most_common()]
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in skip_summary(terminalreporter.stats.get("skipped", [])):
+        terminalreporter.write_line(line)

@@ -1,0 +1,26 @@
+# Type stub of fastad.optim.lr_scheduler (see fastad/__init__.pyi).
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import Optimizer
+
+__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LambdaLR"]
+
+class LRScheduler:
+    optimizer: Optimizer
+    base_lrs: list[float]
+    last_epoch: int
+    def __init__(self, optimizer: Optimizer, **hyperparameters: Any) -> None: ...
+    def step(self) -> None: ...
+    def get_last_lr(self) -> list[float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None: ...
+
+class StepLR(LRScheduler):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None: ...
+
+class CosineAnnealingLR(LRScheduler):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None: ...
+
+class LambdaLR(LRScheduler):
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float]) -> None: ...
