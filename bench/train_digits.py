@@ -13,6 +13,7 @@ machine hits both alike; the report shows them side by side.
     python bench/train_digits.py                  # 30 epochs, a few seconds
     python bench/train_digits.py --quick          # one epoch, for CI
     python bench/train_digits.py --plot loss.png --json digits.json
+    python bench/train_digits.py --resume         # checkpoint halfway, finish in a new process
 """
 import argparse
 import importlib.util
@@ -43,7 +44,13 @@ def parse_args(argv=None):
     p.add_argument("--plot", metavar="FILE", help="save the loss curves as a PNG")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--resume", action="store_true",
+                   help="also train half the epochs, checkpoint model and optimizer with "
+                        "fa.save, finish in a new process, and check the weights equal the "
+                        "uninterrupted run's bit for bit")
     p.add_argument("--torch-child", metavar="NPZ", help=argparse.SUPPRESS)
+    p.add_argument("--resume-child", nargs=2, metavar=("CHECKPOINT", "OUT"),
+                   help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -106,7 +113,7 @@ def fastad_model(seed):
 
 
 def fastad_trainer(model, lr):
-    """(step, evaluate) for a fastad model."""
+    """(step, evaluate, optimizer) for a fastad model."""
     import fastad as fa
 
     opt = fa.optim.Adam(model.parameters(), lr=lr)
@@ -122,7 +129,52 @@ def fastad_trainer(model, lr):
     def evaluate(x):
         return fa.argmax(model(x), axis=1)
 
-    return step, evaluate
+    return step, evaluate, opt
+
+
+def train_epochs(args, data, orders, checkpoint=None):
+    """A fastad model trained on `orders` (no timing), from `checkpoint` (a fa.load'ed
+    {"model", "optim"}) if given; returns (model, optimizer)."""
+    model = fastad_model(args.seed)
+    step, _, opt = fastad_trainer(model, args.lr)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optim"])
+    x_train, y_train = data[0], data[1]
+    for order in orders:
+        for idx in batches(order, args.batch):
+            step(x_train[idx], y_train[idx])
+    return model, opt
+
+
+def resume_child(args, checkpoint_path, out):
+    """The second half, in a process of its own: load the checkpoint, train the epochs
+    after it, save the final weights."""
+    import fastad as fa
+
+    checkpoint = fa.load(checkpoint_path)
+    orders = batch_orders(len(load_digits_split(args.seed)[0]), args.epochs, args.seed)
+    model, _ = train_epochs(args, load_digits_split(args.seed),
+                            orders[checkpoint["epoch"]:], checkpoint)
+    fa.save(out, model.state_dict())
+
+
+def check_resume(args, data, orders, tmp):
+    """Checkpoint halfway, finish in a new process: True if its weights equal an
+    uninterrupted run's, bit for bit."""
+    import fastad as fa
+
+    half = len(orders) // 2
+    model, opt = train_epochs(args, data, orders[:half])
+    checkpoint, out = os.path.join(tmp, "half.npz"), os.path.join(tmp, "resumed.npz")
+    fa.save(checkpoint, {"model": model.state_dict(), "optim": opt.state_dict(),
+                         "epoch": half})
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--resume-child", checkpoint,
+                    out, "--epochs", str(args.epochs), "--seed", str(args.seed), "--lr",
+                    str(args.lr), "--batch", str(args.batch)], check=True)
+    resumed = fa.load(out)
+    whole, _ = train_epochs(args, data, orders)
+    return all(np.array_equal(resumed[k], v) for k, v in whole.state_dict().items())
 
 
 def limit_blas_threads(threads):
@@ -296,7 +348,7 @@ def train_both(args, data, orders, model, child):
     """Alternate fastad and PyTorch epochs; {name: [run_epoch result, ...]}."""
     from tqdm import tqdm
 
-    step, evaluate = fastad_trainer(model, args.lr)
+    step, evaluate, _ = fastad_trainer(model, args.lr)
     history = {"fastad": [], "PyTorch": []}
     settle = 0.05 if args.threads != 1 else 0  # let the other side's thread pool go idle
     with tqdm(total=len(orders), desc="training", unit="epoch", file=sys.stderr) as bar:
@@ -318,6 +370,9 @@ def main(argv=None):
     if args.torch_child:
         torch_child(args.torch_child)
         return 0
+    if args.resume_child:
+        resume_child(args, *args.resume_child)
+        return 0
     data = load_digits_split(args.seed)
     orders = batch_orders(len(data[0]), args.epochs, args.seed)
     model = fastad_model(args.seed)
@@ -336,6 +391,13 @@ def main(argv=None):
         finally:
             if child is not None:
                 child.close()
+        if args.resume:
+            same = check_resume(args, data, orders, tmp)
+            print(f"resume: {len(orders) // 2} epoch(s), checkpoint (model + Adam state, "
+                  f"fa.save), the rest in a new process: weights "
+                  f"{'bit-identical to' if same else 'DIFFER from'} the uninterrupted run")
+            if not same:
+                return 1
     rows = report(history)
     met = history["fastad"][-1]["test_accuracy"] >= TARGET_ACCURACY
     print(f"target: test accuracy >= {TARGET_ACCURACY:.0%}: "
