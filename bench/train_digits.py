@@ -14,6 +14,7 @@ machine hits both alike; the report shows them side by side.
     python bench/train_digits.py --quick          # one epoch, for CI
     python bench/train_digits.py --plot loss.png --json digits.json
     python bench/train_digits.py --resume         # checkpoint halfway, finish in a new process
+    mpiexec -n 2 python -m mpi4py bench/train_digits.py --distributed   # data-parallel
 """
 import argparse
 import importlib.util
@@ -48,6 +49,10 @@ def parse_args(argv=None):
                    help="also train half the epochs, checkpoint model and optimizer with "
                         "fa.save, finish in a new process, and check the weights equal the "
                         "uninterrupted run's bit for bit")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks this runs on (fastad.distributed; "
+                        "launch with mpiexec -n N python -m mpi4py): each rank trains on its "
+                        "share of every batch; no PyTorch comparison")
     p.add_argument("--torch-child", metavar="NPZ", help=argparse.SUPPRESS)
     p.add_argument("--resume-child", nargs=2, metavar=("CHECKPOINT", "OUT"),
                    help=argparse.SUPPRESS)
@@ -344,11 +349,19 @@ def plot(path, history):
     print(f"wrote {path}")
 
 
-def train_both(args, data, orders, model, child):
+def on_my_share(step, comm):
+    """`step` applied to this rank's share of each batch (every rank sees the same batch
+    order); DataParallel averages the gradients over the ranks."""
+    return lambda x, y: step(x[comm.rank::comm.size], y[comm.rank::comm.size])
+
+
+def train_both(args, data, orders, model, child, comm=None):
     """Alternate fastad and PyTorch epochs; {name: [run_epoch result, ...]}."""
     from tqdm import tqdm
 
     step, evaluate, _ = fastad_trainer(model, args.lr)
+    if comm is not None:
+        step = on_my_share(step, comm)
     history = {"fastad": [], "PyTorch": []}
     settle = 0.05 if args.threads != 1 else 0  # let the other side's thread pool go idle
     with tqdm(total=len(orders), desc="training", unit="epoch", file=sys.stderr) as bar:
@@ -376,6 +389,15 @@ def main(argv=None):
     data = load_digits_split(args.seed)
     orders = batch_orders(len(data[0]), args.epochs, args.seed)
     model = fastad_model(args.seed)
+    comm = None
+    if args.distributed:
+        import fastad.distributed as dist
+
+        comm = dist.init()
+        model = dist.DataParallel(model)
+        args.no_torch = True
+        if comm.rank != 0:  # one report, from rank 0
+            sys.stdout = open(os.devnull, "w")
     initial = {k: v.copy() for k, v in model.state_dict().items()}
     print(f"== digits: MLP {'-'.join(map(str, LAYERS))} (ReLU), cross-entropy, Adam "
           f"lr={args.lr}, batch {args.batch}, {args.epochs} epoch(s), float32, seed "
@@ -383,11 +405,14 @@ def main(argv=None):
     print(f"data: {len(data[0])} train / {len(data[2])} test images (8x8), stratified "
           "75/25 split, standardised")
     print(f"fastad: BLAS threads {limit_blas_threads(args.threads)}")
+    if comm is not None:
+        print(f"data-parallel over {comm.size} MPI rank(s), each on 1/{comm.size} of every "
+              "batch")
 
     with tempfile.TemporaryDirectory() as tmp:
         child = start_torch(args, initial, data, orders, tmp)
         try:
-            history = train_both(args, data, orders, model, child)
+            history = train_both(args, data, orders, model, child, comm)
         finally:
             if child is not None:
                 child.close()
