@@ -13,7 +13,7 @@ use these without loading fastad or SciPy.
 """
 from _timing import (now, timed, interleave, in_process, in_child, alternate_blocks, median,
     paired_ratio, summarize, settle, minor_faults, proc_status_kb, reset_peak_rss)
-from _machine import (parser, apply_thread_limit, blas_info, isa_level, machine_info,
+from _machine import (parser, limit_threads, apply_thread_limit, blas_info, isa_level, machine_info,
     blas_line, torch_available)
 from _children import (BENCH_DIR, REPO_DIR, TORCH_REF, child_env, run_child_json, TorchChild,
     maybe_torch)

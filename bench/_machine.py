@@ -28,14 +28,25 @@ def parser(description):
     return p
 
 
-_limits = []
+_limits = []  # the active threadpoolctl limits (a limit lasts while it is referenced)
+
+
+def limit_threads(n, user_api=None):
+    """Limit the BLAS/OpenMP pools loaded in this process (only BLAS with
+    user_api="blas") to n threads, for the rest of the process. False without
+    threadpoolctl (from the bench extra)."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return False
+    _limits.append(threadpoolctl.threadpool_limits(n, user_api=user_api))
+    return True
 
 
 def apply_thread_limit(args):
     """Limit every BLAS/OpenMP pool loaded in this process to args.threads (if given)."""
-    if args.threads:
-        import threadpoolctl
-        _limits.append(threadpoolctl.threadpool_limits(args.threads))
+    if args.threads and not limit_threads(args.threads):
+        raise SystemExit("--threads needs threadpoolctl: pip install '.[bench]'")
 
 
 def blas_info():

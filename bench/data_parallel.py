@@ -57,12 +57,8 @@ def build(seed=0):
 
 
 def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return False
-    C._limits.append(threadpool_limits(1, user_api="blas"))
-    return True
+    """One BLAS thread per rank (threadpoolctl). False if unavailable."""
+    return C.limit_threads(1, user_api="blas")
 
 
 # --- the MPI job (every rank) -----------------------------------------------------------

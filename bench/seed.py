@@ -17,6 +17,7 @@ Run from the repo root: `python bench/seed.py [--quick] [--json FILE] [--repeats
 Each target is judged on one ratio, the paired one (see _common.paired_ratio); medians
 are shown for reference. Output is line-buffered, so `| tee log` shows progress live.
 """
+import json
 import os
 import sys
 
@@ -89,7 +90,7 @@ def memory_child(kind, sizes, batch, steps):
         loss, grads = step()
         del grads
     peak_n = C.proc_status_kb("VmHWM")
-    print(C.json.dumps({"kind": kind, "base_rss_kb": base_rss, "base_hwm_kb": base_hwm,
+    print(json.dumps({"kind": kind, "base_rss_kb": base_rss, "base_hwm_kb": base_hwm,
                         "hwm_reset": reset, "peak_step1_kb": peak1, "peak_all_kb": peak_n,
                         "steps": steps, "loss": loss}))
 

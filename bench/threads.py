@@ -37,12 +37,7 @@ import fastad as fa  # noqa: E402
 
 def limit_blas_to_one_thread():
     """One BLAS thread per call (threadpoolctl, from the bench extra). False if unavailable."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return False
-    C._limits.append(threadpoolctl.threadpool_limits(1))
-    return True
+    return C.limit_threads(1)
 
 
 def fastad_unit(n, dtype, seed):
