@@ -271,6 +271,19 @@ VIEW_OPS = [
      lambda x, c: fa.cross_entropy(x, LABELS[:x.shape[0]], reduction="none"), False, False),
     ("nll_loss", lambda x, c: fa.nll_loss(x, LABELS[:x.shape[0]], reduction="sum"), False,
      False),
+    ("dot", lambda x, c: fa.dot(x, c("w", (x.shape[1], 3))), False, True),
+    ("square", lambda x, c: fa.square(x), False, True),
+    ("log1p", lambda x, c: fa.log1p(x), True, True),
+    ("clip", lambda x, c: fa.clip(x, -0.5, 0.5), False, True),
+    ("maximum", lambda x, c: fa.maximum(x, c("a", x.shape)), False, True),
+    ("minimum-row", lambda x, c: fa.minimum(c("b", (x.shape[1],)), x), False, True),
+    ("min-axis0", lambda x, c: fa.min(x, axis=0), False, False),
+    ("stack", lambda x, c: fa.stack([x, c("a", x.shape)], axis=1), False, True),
+    ("mse_loss", lambda x, c: fa.mse_loss(x, c("a", x.shape), reduction="none"), False,
+     False),
+    ("binary_cross_entropy_with_logits",
+     lambda x, c: fa.binary_cross_entropy_with_logits(x, c("a", x.shape), reduction="sum"),
+     False, False),
 ]
 SHAPES = {"4x5": (4, 5), "0x5": (0, 5), "4x0": (4, 0)}
 
