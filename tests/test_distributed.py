@@ -2,6 +2,7 @@
 in-process communicator that has the backend's methods (tests/mpi/ runs the same
 machinery under real MPI). Checks the sweep's "gradient final" hook, bucket layout,
 launch order, no_sync, unused parameters and DistributedSampler's shares."""
+import os
 import sys
 import threading
 
@@ -18,7 +19,9 @@ def test_importing_fastad_does_not_import_mpi4py():
     import subprocess
     code = ("import sys, fastad, fastad.distributed; "
             "assert 'mpi4py' not in sys.modules, 'mpi4py imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # from the tests folder: `python -c` puts its working directory first on sys.path
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- an in-process communicator -----------------------------------------------------

@@ -33,7 +33,8 @@ def test_resume_in_a_new_process_is_bit_identical(tmp_path):
     _kit_training.checkpoint(tmp_path / "ckpt.npz", interrupted, epoch=first)
     proc = subprocess.run([sys.executable, "-c", RESUME, TESTS, str(tmp_path / "ckpt.npz"),
                            str(total), str(tmp_path / "resumed.npz")],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ),
+                          cwd=TESTS)  # `python -c` puts its working directory on sys.path
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     resumed = fa.load(tmp_path / "resumed.npz")
