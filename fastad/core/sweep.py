@@ -318,21 +318,19 @@ def backward(output, seed=None, retain_graph=False):
     if _listeners:
         gradients, replaced = _finish_listened(sweep, retain_graph)
     else:
-        gradients, replaced = sweep.finish(retain_graph), None
-    for leaf in gradients:
-        if leaf._grad is not None and not (replaced and leaf in replaced):
+        gradients, replaced = sweep.finish(retain_graph), {}
+    added = [(leaf, g) for leaf, g in gradients.items() if leaf not in replaced]
+    for leaf, _ in added:
+        if leaf._grad is not None:
             check_matches(leaf._grad, leaf._value, "backward: an existing .grad")
-    if replaced:
-        for leaf, g in replaced.items():
-            leaf._grad = g
-    for leaf, g in gradients.items():
-        if replaced and leaf in replaced:
-            continue
+    for leaf, g in added:
         if leaf._grad is None:
             shared = retain_graph or leaf in sweep.unowned
             leaf._grad = g.copy() if shared else g
         else:
             np.add(leaf._grad, g, out=leaf._grad)
+    for leaf, g in replaced.items():
+        leaf._grad = g
     if not retain_graph:
         output._consumed = True
         output._sweep = None
@@ -394,7 +392,7 @@ def _finish_listened(sweep, retain_graph):
             if at is not None and at != math.inf:
                 final_after.setdefault(at, []).append(leaf)
     if not active:
-        return sweep.finish(retain_graph), None
+        return sweep.finish(retain_graph), {}
     sweep.final_after = final_after
     sweep.listener = active[0] if len(active) == 1 else _Fanout(active)
     try:

@@ -281,7 +281,7 @@ class Tensor:
         return getattr(api, name)(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
-        if func.__name__ in _FASTAD_NAMES:
+        if _fastad_name(func.__name__) is not None:
             raise TypeError(_numpy_message(func.__name__))
         return func(*_plain_all(args), **_plain_all(kwargs))  # no gradient: plain values
 
@@ -414,20 +414,20 @@ _NUMPY_OPERATORS = {np.add: "add", np.subtract: "sub", np.multiply: "mul",
                     np.true_divide: "div", np.power: "pow", np.matmul: "matmul",
                     **{getattr(np, name): name for name in _COMPARISONS}}
 
-# NumPy names of fastad functions, for errors that say which one to call instead.
-_FASTAD_NAMES = {"exp": "exp", "log": "log", "sqrt": "sqrt", "absolute": "abs", "abs": "abs",
-                 "tanh": "tanh", "negative": "neg", "add": "add", "subtract": "sub",
-                 "multiply": "mul", "true_divide": "div", "divide": "div", "power": "pow",
-                 "matmul": "matmul", "dot": "dot", "sum": "sum", "mean": "mean", "max": "max",
-                 "amax": "max", "min": "min", "amin": "min", "argmax": "argmax",
-                 "maximum": "maximum", "minimum": "minimum", "clip": "clip",
-                 "log1p": "log1p", "square": "square", "concatenate": "concatenate",
-                 "stack": "stack", "where": "where", "reshape": "reshape",
-                 "transpose": "transpose"}
+# NumPy's names for the fastad functions that fastad names otherwise.
+_NUMPY_ALIASES = {"absolute": "abs", "negative": "neg", "subtract": "sub", "multiply": "mul",
+                  "true_divide": "div", "divide": "div", "power": "pow", "amax": "max",
+                  "amin": "min"}
+
+
+def _fastad_name(numpy_name):
+    """The public fastad function a NumPy function or ufunc stands for, or None."""
+    name = _NUMPY_ALIASES.get(numpy_name, numpy_name)
+    return name if name in api.__all__ else None
 
 
 def _numpy_message(name):
-    fastad_name = _FASTAD_NAMES.get(name)
+    fastad_name = _fastad_name(name)
     plain = f"apply np.{name} to t.value for a plain ndarray (no gradient)"
     if fastad_name is None:
         return f"np.{name} does not record on fastad's tape; {plain}"

@@ -20,11 +20,7 @@ class _Loss(Module):
         self.reduction = reduction
 
     def forward(self, input, target):
-        function = REGISTRY.get(self.function_name)
-        if function is None:
-            raise NotImplementedError(f"{type(self).__name__}: this fastad has no "
-                                      f"fa.{self.function_name}")
-        return function(input, target, reduction=self.reduction)
+        return REGISTRY[self.function_name](input, target, reduction=self.reduction)
 
 
 class CrossEntropyLoss(_Loss):
