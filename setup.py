@@ -19,7 +19,8 @@ writes past an array aborts with a report naming the kernel and the source line.
 interpreter is not instrumented, so the sanitizer runtime must be preloaded:
 
     FASTAD_DEBUG=1 pip install ".[test]"
-    LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 pytest
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so) \
+        ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 pytest
 
 (Without the preload, importing the debug build fails with "ASan runtime does not come
 first in initial library list".) The debug build keeps its generated C and objects
