@@ -43,7 +43,8 @@ def flag(name):
 DEBUG = flag("FASTAD_DEBUG")
 # The debug build leaves the tape interpreted: exact tracebacks, and CI tests both forms.
 PURE_PYTHON = DEBUG or flag("FASTAD_PURE_PYTHON")
-TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("tensor", "tape", "sweep", "buffers")] + [
+TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("modes", "tensor", "tape", "sweep",
+                                                      "buffers")] + [
     f"fastad/ops/{name}.py" for name in ("protocol", "arithmetic", "elementwise", "softmax",
                                          "losses", "linalg", "reductions", "shapes",
                                          "indexing")]

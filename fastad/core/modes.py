@@ -1,5 +1,6 @@
-"""Thread-local modes: whether ops record (`no_grad`, `enable_grad`) and whether NaN and
-Inf raise (`detect_anomaly`). One thread's mode never affects another thread."""
+"""Thread-local modes: whether ops record (`no_grad`, `enable_grad`), whether NaN and
+Inf raise (`detect_anomaly`), and the `fa.capture` recorder or replayer at work.
+One thread's mode never affects another thread."""
 import functools
 import threading
 
@@ -7,14 +8,39 @@ import threading
 class _Modes(threading.local):
     grad_enabled = True
     anomaly = False
-    plain = True  # grad_enabled and not anomaly: record's common case, in one lookup
+    capture = None  # fastad.capture's recorder or replayer, while one runs in this thread
+    plain = True  # grad enabled, no anomaly, no capture: record's common case, in one lookup
 
     def set(self, attribute, value):
+        was_plain = self.plain
         setattr(self, attribute, value)
-        self.plain = self.grad_enabled and not self.anomaly
+        self.plain = self.grad_enabled and not self.anomaly and self.capture is None
+        if self.plain != was_plain:
+            with _count_lock:
+                special.count += -1 if self.plain else 1
 
 
+class _Count:
+    __slots__ = ("count",)
+
+    def __init__(self):
+        self.count = 0
+
+
+# How many threads are in a mode other than the defaults (no_grad, detect_anomaly, a
+# capture). Reading a thread-local costs ~150 ns, so the hot paths (record, each op call,
+# each `.value`) read `modes` only while this is nonzero.
+special = _Count()
+_count_lock = threading.Lock()
 modes = _Modes()
+
+
+def set_capture(handler):
+    """Make `handler` (a recorder or replayer, or None) this thread's capture; returns
+    the one it replaces."""
+    previous = modes.capture
+    modes.set("capture", handler)
+    return previous
 
 
 class _ThreadMode:
@@ -77,3 +103,20 @@ class detect_anomaly(_ThreadMode):
 
 def is_grad_enabled():
     return modes.grad_enabled
+
+
+def replayed(function):
+    """Marks a function whose every call a captured program makes again when it replays:
+    each public op, and whatever else computes arrays or changes state for the tape (the
+    sweep's steps, optimizer updates, dropout's draws). See fastad/replay/. Outside a
+    capture it is `function` plus one check."""
+    def call(*args, **kwargs):
+        if special.count:
+            capture = modes.capture
+            if capture is not None:
+                return capture.call(function, args, kwargs)
+        return function(*args, **kwargs) if kwargs else function(*args)
+
+    call.__name__, call.__qualname__ = function.__name__, function.__qualname__
+    call.__doc__, call.__wrapped__ = function.__doc__, function
+    return call

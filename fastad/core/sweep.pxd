@@ -16,11 +16,14 @@ cdef class Sweep:
 
     @cython.locals(order=list, adjoints=dict, unowned=set, node=Node, parents=tuple,
                    out=tuple, grads=tuple, i=Py_ssize_t, position=Py_ssize_t,
-                   start=Py_ssize_t, anomaly=bint, listener=object, movable=bint, owned=bint)
+                   start=Py_ssize_t, listener=object, movable=bint, owned=bint)
     cpdef _run(self, stop, retain_graph)
 
     @cython.locals(node=Node, remaining=list)
     cpdef _check_remaining(self)
+
+
+cpdef tuple apply_vjp(vjp, g, saved, tuple out)
 
 
 @cython.locals(node=Node, stack=list, nodes=list, leaf_uses=list, final_at=dict)

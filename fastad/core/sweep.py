@@ -8,7 +8,7 @@ import numpy as np
 from ..kernels.signals import check_signals
 from .arrays import check_matches
 from .clock import modified_at
-from .modes import modes
+from .modes import modes, replayed, special
 from .tape import SKIP, Node, check_finite
 from .tensor import Tensor
 
@@ -30,7 +30,7 @@ class Sweep:
         self.seed = seed
         self.implied_seed = implied_seed  # seed=None: ones, the same for every later call
         self.order, self.final_at, self.leaf_uses = _reachable(root)
-        self.adjoints = {root: seed.copy()}
+        self.adjoints = {root: copy_of(seed)}
         self.unowned = set()   # nodes whose adjoint buffer is shared, so never written in place
         self.results = {}
         self.position = 0
@@ -62,8 +62,9 @@ class Sweep:
     def _run(self, stop, retain_graph):
         """Process nodes until every node numbered >= stop is done."""
         order, adjoints, unowned = self.order, self.adjoints, self.unowned
-        anomaly = modes.anomaly
         listener = self.listener
+        # A running fa.capture records (or replays) each array the sweep computes.
+        capture = modes.capture if special.count else None
         position = start = self.position
         node = None
         try:
@@ -81,23 +82,20 @@ class Sweep:
                 parents = node.parents
                 out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
                              for p in parents])
-                result = node.vjp(g, node.saved, out)
-                if type(result) is not tuple or len(result) != len(parents):
-                    raise TypeError(f"the vjp of '{node.vjp.op_name}' returned "
-                                    f"{type(result).__name__} {result!r:.80}: a vjp returns a "
-                                    f"tuple with one entry per input ({len(parents)})")
-                grads = result
+                if capture is None:
+                    grads = apply_vjp(node.vjp, g, node.saved, out)
+                else:
+                    grads = capture.call(apply_vjp, (node.vjp, g, node.saved, out), {})
                 for i in range(len(parents)):
                     parent = parents[i]
                     if parent is None:
                         continue
                     contribution = grads[i]
-                    if anomaly:
-                        check_finite(contribution, f"the backward of '{node.vjp.op_name}'")
                     if contribution is out[i]:
                         continue  # accumulated in place
-                    if type(contribution) is not np.ndarray:
-                        contribution = np.asarray(contribution)  # a NumPy scalar from 0-d math
+                    if type(contribution) is not np.ndarray:  # a NumPy scalar from 0-d math
+                        contribution = (np.asarray(contribution) if capture is None else
+                                        capture.call(np.asarray, (contribution,), {}))
                     if contribution is g:
                         owned, movable = movable, False  # g moves to one parent at most
                     else:
@@ -108,7 +106,9 @@ class Sweep:
                         if not owned:
                             unowned.add(parent)
                     else:
-                        adjoints[parent] = _combine(existing, contribution, owned)
+                        adjoints[parent] = (
+                            _combine(existing, contribution, owned) if capture is None else
+                            capture.call(_combine, (existing, contribution, owned), {}))
                         unowned.discard(parent)
                 if not retain_graph:
                     node.saved = None
@@ -163,6 +163,26 @@ class Sweep:
             self._run(-1, retain_graph)
             return {k: self.results.get(k, self.adjoints.get(k)) for k in self.final_at
                     if type(k) is not Node}
+
+
+def apply_vjp(vjp, g, saved, out):
+    """vjp's contributions (a tuple, one per input), its return contract checked, and
+    under detect_anomaly each checked for NaN and Inf."""
+    result = vjp(g, saved, out)
+    if type(result) is not tuple or len(result) != len(out):
+        raise TypeError(f"the vjp of '{vjp.op_name}' returned {type(result).__name__} "
+                        f"{result!r:.80}: a vjp returns a tuple with one entry per input "
+                        f"({len(out)})")
+    if special.count and modes.anomaly:
+        for wanted, contribution in zip(out, result):
+            if wanted is not SKIP:
+                check_finite(contribution, f"the backward of '{vjp.op_name}'")
+    return result
+
+
+@replayed
+def copy_of(array):
+    return array.copy()
 
 
 def _combine(existing, contribution, owned):
@@ -285,7 +305,7 @@ def grad(output, wrt, seed=None, retain_graph=False, allow_unused=False):
         else:
             usable.append(key)
     values = dict(zip(usable, sweep.gradients(usable, retain_graph))) if usable else {}
-    grads = [_read_only(values[k]) if k in values else np.zeros(t.shape, t.dtype)
+    grads = [_read_only(values[k]) if k in values else _zeros(t.shape, t.dtype)
              for t, k in zip(targets, keys)]
     return grads[0] if single else grads
 
@@ -300,6 +320,12 @@ def _unused_reason(key, sweep):
     return "is not used to compute output; pass allow_unused=True to get zeros for it"
 
 
+@replayed
+def _zeros(shape, dtype):
+    return np.zeros(shape, dtype)
+
+
+@replayed
 def _read_only(buffer):
     """A view of one of the sweep's buffers that the caller cannot write through, so no
     later result of the same sweep can be changed by changing this one. It is made from
@@ -319,21 +345,27 @@ def backward(output, seed=None, retain_graph=False):
         gradients, replaced = _finish_listened(sweep, retain_graph)
     else:
         gradients, replaced = sweep.finish(retain_graph), {}
-    added = [(leaf, g) for leaf, g in gradients.items() if leaf not in replaced]
-    for leaf, _ in added:
+    _deliver([(leaf, g, retain_graph or leaf in sweep.unowned)
+              for leaf, g in gradients.items() if leaf not in replaced], replaced)
+    if not retain_graph:
+        output._consumed = True
+        output._sweep = None
+
+
+@replayed
+def _deliver(gradients, replaced):
+    """Add each (leaf, gradient, shared) into leaf.grad, after checking every existing
+    .grad (a shared gradient is copied); then set the {leaf: gradient} a listener replaced."""
+    for leaf, _, _ in gradients:
         if leaf._grad is not None:
             check_matches(leaf._grad, leaf._value, "backward: an existing .grad")
-    for leaf, g in added:
+    for leaf, g, shared in gradients:
         if leaf._grad is None:
-            shared = retain_graph or leaf in sweep.unowned
             leaf._grad = g.copy() if shared else g
         else:
             np.add(leaf._grad, g, out=leaf._grad)
     for leaf, g in replaced.items():
         leaf._grad = g
-    if not retain_graph:
-        output._consumed = True
-        output._sweep = None
 
 
 # --- gradient listeners: told the moment each leaf's gradient is final ---------------

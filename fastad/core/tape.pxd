@@ -10,3 +10,4 @@ cdef class Node:
 
 
 cpdef parent_of(Tensor t)
+cpdef on_tape(vjp, value, inputs, saved)

@@ -12,11 +12,15 @@ array, or `g` itself, or a view of `g`), or an array the vjp must add its contri
 into in place (and return). It returns a tuple with one entry per input. Each node's
 adjoint buffer is therefore allocated once, by its first contribution, and later
 contributions accumulate into it.
+
+Capture (`fa.capture`, fastad/replay/): each public op is marked `replayed` (see
+modes.py), and while a capture runs, `record` hands the values it is given to the
+recorder or replayer instead of building a Node for them.
 """
 import numpy as np
 
 from .clock import tick
-from .modes import modes
+from .modes import modes, special
 from .tensor import make_tensor
 
 SKIP = "skip"
@@ -53,11 +57,19 @@ def record(vjp, value, inputs, saved=()):
     """
     if type(value) is not np.ndarray:
         value = np.asarray(value)  # NumPy returns scalars, not 0-d arrays, from 0-d math
-    if not modes.plain:
+    if special.count and not modes.plain:
         if modes.anomaly:
             check_finite(value, f"the forward value of '{vjp.op_name}'")
+        if modes.capture is not None:
+            return modes.capture.recorded(vjp, value, inputs, saved)
         if not modes.grad_enabled:
             return make_tensor(value, vjp, None)
+    return on_tape(vjp, value, inputs, saved)
+
+
+def on_tape(vjp, value, inputs, saved):
+    """record's common case (grad enabled): the Tensor, with a Node if any input needs a
+    gradient."""
     parents = tuple([parent_of(t) for t in inputs])
     for parent in parents:
         if parent is not None:

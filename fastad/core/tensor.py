@@ -4,7 +4,7 @@ import numpy as np
 
 from .arrays import checked_assignment, to_array
 from .clock import mark_modified
-from .modes import modes
+from .modes import modes, replayed, special
 
 # The one reference upward: fastad's public namespace, whose functions Tensor's
 # operators and methods call (`t + u` is `fa.add(t, u)`). fastad/__init__.py sets it
@@ -35,28 +35,30 @@ class Tensor:
         """The ndarray (float32 or float64, C-contiguous). Assigning an array of the same
         shape and precision replaces it (a view of it, or a copy in a layout the kernels
         accept) and marks the tensor as modified, like an optimizer step."""
+        if special.count and modes.capture is not None:  # inline: ops read .value a lot
+            modes.capture.host_read(self, "t.value")
         return self._value
 
     @value.setter
     def value(self, data):
-        if data is not self._value:  # `t.value += 1` assigns the same array back
-            self._value = checked_assignment(data, self._value, "Tensor.value")
-        mark_modified(self)
+        assign_value(self, data)
 
     @property
     def grad(self):
         """The gradient filled by `backward()` (an ndarray of the tensor's shape and
         dtype), or None. Assigned values are checked as for `.value`."""
+        if special.count and modes.capture is not None:
+            modes.capture.host_read(self, "t.grad")
         return self._grad
 
     @grad.setter
     def grad(self, data):
-        if data is not None and data is not self._grad:
-            if not isinstance(data, np.ndarray):
-                raise TypeError(f"Tensor.grad: must be None or an ndarray, got "
-                                f"{type(data).__name__}")
-            data = checked_assignment(data, self._value, "Tensor.grad", share_object=True)
-        self._grad = data
+        assign_grad(self, data)
+
+    def _host_read(self, what):
+        """Tell a running fa.capture that Python reads this tensor's value (`what`)."""
+        if special.count and modes.capture is not None:
+            modes.capture.host_read(self, what)
 
     # --- array facts -----------------------------------------------------------
     @property
@@ -85,14 +87,17 @@ class Tensor:
 
     def numpy(self):
         """The value ndarray (shared, not copied)."""
+        self._host_read("t.numpy()")
         return self._value
 
     def __array__(self, dtype=None, copy=None):
+        self._host_read("np.asarray(t)")
         if copy:
             return np.array(self._value, dtype=dtype, copy=True)
         return self._value if dtype is None else self._value.astype(dtype, copy=False)
 
     def item(self):
+        self._host_read("t.item()")
         return self._value.item()
 
     def detach(self):
@@ -103,12 +108,15 @@ class Tensor:
         return len(self._value)
 
     def __bool__(self):
+        self._host_read("bool(t)")
         return bool(self._value)
 
     def __float__(self):
+        self._host_read("float(t)")
         return float(self._value)
 
     def __repr__(self):
+        self._host_read("repr(t)")
         body = np.array2string(self._value, precision=4, threshold=20, separator=", ",
                                prefix="tensor(")
         parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
@@ -232,44 +240,23 @@ class Tensor:
 
     # --- in-place operators: updates under no_grad, errors on the tape ------------
     def __iadd__(self, other):
-        return self._update_in_place("+=", np.add, other)
+        return update_in_place(self, "+=", np.add, other)
 
     def __isub__(self, other):
-        return self._update_in_place("-=", np.subtract, other)
+        return update_in_place(self, "-=", np.subtract, other)
 
     def __imul__(self, other):
-        return self._update_in_place("*=", np.multiply, other)
+        return update_in_place(self, "*=", np.multiply, other)
 
     def __itruediv__(self, other):
-        return self._update_in_place("/=", np.true_divide, other)
+        return update_in_place(self, "/=", np.true_divide, other)
 
     def __ipow__(self, other):
-        return self._update_in_place("**=", np.power, other)
+        return update_in_place(self, "**=", np.power, other)
 
     def __imatmul__(self, other):
         # Without this, Python would fall back to `x = x @ y`: a silent rebind.
         raise TypeError("'@=': an in-place matrix product is not supported; write x = x @ y")
-
-    def _update_in_place(self, symbol, ufunc, other):
-        """PyTorch's `with no_grad(): p -= lr * p.grad`: write into `.value` and mark the
-        tensor modified. On a tensor the tape tracks, refuse rather than rebind."""
-        if modes.grad_enabled and (self.requires_grad or self._node is not None):
-            raise RuntimeError(
-                f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
-                f"op) would bypass the tape: write `x = x {symbol[:-1]} y`, or update it "
-                "inside `with fa.no_grad():`")
-        _, operand, _, _ = operands(symbol, self, other)
-        shape = self._value.shape
-        try:
-            fits = np.broadcast_shapes(shape, np.shape(operand)) == shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"{symbol}: an operand of shape {np.shape(operand)} cannot "
-                             f"update a tensor of shape {shape} in place")
-        ufunc(self._value, operand, out=self._value)
-        mark_modified(self)
-        return self
 
     # --- NumPy: operators keep the graph, other NumPy functions name fastad's -------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -277,12 +264,14 @@ class Tensor:
         if name is None:
             raise TypeError(_numpy_message(ufunc.__name__))
         if name in _COMPARISONS:
+            self._host_read(f"np.{ufunc.__name__}(t)")
             return ufunc(*_plain_all(inputs))
         return getattr(api, name)(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
         if _fastad_name(func.__name__) is not None:
             raise TypeError(_numpy_message(func.__name__))
+        self._host_read(f"np.{func.__name__}(t)")
         return func(*_plain_all(args), **_plain_all(kwargs))  # no gradient: plain values
 
     # Comparisons give plain boolean arrays; Tensors stay hashable by identity.
@@ -290,22 +279,68 @@ class Tensor:
         return id(self) >> 4  # by identity (compiled, a C shift; leaves key the sweep's dicts)
 
     def __eq__(self, other):
+        self._host_read("t == u")
         return self._value == _plain(other)
 
     def __ne__(self, other):
+        self._host_read("t != u")
         return self._value != _plain(other)
 
     def __lt__(self, other):
+        self._host_read("t < u")
         return self._value < _plain(other)
 
     def __le__(self, other):
+        self._host_read("t <= u")
         return self._value <= _plain(other)
 
     def __gt__(self, other):
+        self._host_read("t > u")
         return self._value > _plain(other)
 
     def __ge__(self, other):
+        self._host_read("t >= u")
         return self._value >= _plain(other)
+
+
+@replayed
+def assign_value(t, data):
+    if data is not t._value:  # `t.value += 1` assigns the same array back
+        t._value = checked_assignment(data, t._value, "Tensor.value")
+    mark_modified(t)
+
+
+@replayed
+def assign_grad(t, data):
+    if data is not None and data is not t._grad:
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"Tensor.grad: must be None or an ndarray, got "
+                            f"{type(data).__name__}")
+        data = checked_assignment(data, t._value, "Tensor.grad", share_object=True)
+    t._grad = data
+
+
+@replayed
+def update_in_place(t, symbol, ufunc, other):
+    """PyTorch's `with no_grad(): p -= lr * p.grad`: write into `.value` and mark the
+    tensor modified. On a tensor the tape tracks, refuse rather than rebind."""
+    if modes.grad_enabled and (t.requires_grad or t._node is not None):
+        raise RuntimeError(
+            f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
+            f"op) would bypass the tape: write `x = x {symbol[:-1]} y`, or update it "
+            "inside `with fa.no_grad():`")
+    _, operand, _, _ = operands(symbol, t, other)
+    shape = t._value.shape
+    try:
+        fits = np.broadcast_shapes(shape, np.shape(operand)) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{symbol}: an operand of shape {np.shape(operand)} cannot "
+                         f"update a tensor of shape {shape} in place")
+    ufunc(t._value, operand, out=t._value)
+    mark_modified(t)
+    return t
 
 
 def make_tensor(value, made_by, node):

@@ -3,6 +3,7 @@ import numpy as np
 
 from .._checks import nonnegative, real
 from ..core.arrays import float_dtype
+from ..core.modes import replayed
 from ..core.tensor import Parameter, Tensor, as_tensor
 from ..ops.arithmetic import add, div, mul, sub
 from ..ops.elementwise import sqrt
@@ -36,16 +37,18 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             return x
         x = as_tensor("Dropout", x)
-        dtype = x.dtype
-        if self.p == 1:
-            mask = np.zeros(x.shape, dtype)
-        else:
-            scale = dtype.type(1) / dtype.type(1 - self.p)  # as torch: in x's precision
-            mask = (self.rng.random(x.shape, dtype=dtype) >= self.p) * scale
-        return mul(x, mask)
+        return mul(x, _dropout_mask(self.rng, self.p, x.shape, x.dtype))
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+@replayed  # a captured step draws a new mask on every replay, as eager calls do
+def _dropout_mask(rng, p, shape, dtype):
+    if p == 1:
+        return np.zeros(shape, dtype)
+    scale = dtype.type(1) / dtype.type(1 - p)  # as torch: in x's precision
+    return (rng.random(shape, dtype=dtype) >= p) * scale
 
 
 class LayerNorm(Module):

@@ -11,6 +11,7 @@ import numpy as np
 from .._checks import key_problems, writable_in_place
 from ..core.arrays import check_matches, float_dtype
 from ..core.clock import mark_modified
+from ..core.modes import modes, replayed, special
 from ..core.tensor import Parameter, Tensor
 from ..ops.elementwise import relu, sigmoid, tanh
 from ..ops.linalg import matmul
@@ -50,6 +51,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        if special.count and modes.capture is not None:  # fa.capture: replays check it
+            modes.capture.module_called(self)
         return self.forward(*args, **kwargs)
 
     # --- training mode ---------------------------------------------------------------
@@ -89,6 +92,7 @@ class Module:
         """The parameters in definition order (weight before bias), each once."""
         return [p for _, p in self.named_parameters()]
 
+    @replayed
     def zero_grad(self):
         """Set every parameter's `.grad` to None."""
         for p in self.parameters():

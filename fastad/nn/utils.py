@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from .._checks import real
+from ..core.modes import replayed
 from ..core.tensor import Tensor
 
 __all__ = ["clip_grad_norm_"]
@@ -22,6 +23,7 @@ def _norm(x, norm_type):
     return x.dtype.type(np.linalg.norm(flat, ord=norm_type))
 
 
+@replayed
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale the parameters' gradients in place so that their total norm is at most
     max_norm, as torch.nn.utils.clip_grad_norm_; returns the total norm before clipping.

@@ -9,13 +9,17 @@ test tables are built from `REGISTRY`.
 import numpy as np
 
 from ..core.buffers import empty
+from ..core.modes import replayed
 from ..kernels import pointwise
 
 REGISTRY = {}
 
 
 def public(op, name=None):
-    """Register `op` as fastad's public op `name` (default: its own name)."""
+    """Register `op` as fastad's public op `name` (default: its own name), marked
+    `replayed` so that fa.capture can record and replay its calls."""
+    if not hasattr(op, "__wrapped__"):
+        op = replayed(op)
     REGISTRY[name or op.__name__] = op
     return op
 

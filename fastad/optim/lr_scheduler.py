@@ -15,6 +15,7 @@ import math
 import types
 
 from .._checks import count, flag, key_problems, nonnegative, positive, real
+from ..core.modes import replayed
 from .optimizers import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LambdaLR"]
@@ -61,6 +62,7 @@ class LRScheduler:
     def _optimizer_lr(self):
         return nonnegative(type(self).__name__, "optimizer.lr", self.optimizer.lr)
 
+    @replayed
     def step(self):
         """Move on one epoch and set the optimizer's lr to the schedule's value for it (an
         error, e.g. a negative lr from LambdaLR, leaves the epoch where it was)."""

@@ -37,6 +37,7 @@ from .._checks import nonnegative as _nonnegative
 from .._checks import real as _real
 from ..core.arrays import check_matches
 from ..core.clock import mark_modified
+from ..core.modes import replayed
 from ..core.tensor import Tensor
 from ..kernels import updates
 
@@ -107,11 +108,13 @@ class Optimizer:
         self._dtypes = [p.value.dtype for p in self.params]
         self._assign({**options, **self._initial_state(options)})
 
+    @replayed
     def zero_grad(self):
         """Set every parameter's `.grad` to None."""
         for p in self.params:
             p.grad = None
 
+    @replayed
     def step(self):
         """Update every parameter that has a `.grad`, in place.
 
