@@ -5,7 +5,8 @@ softmax and fused softmax-cross-entropy run in compiled kernels over SciPy's BLA
 
 Layout: `core` (tensors, the tape, the sweep; imports no op), `ops` (one module per op
 family; `ops.REGISTRY` is the list of public ops this namespace is built from),
-`kernels` (the compiled kernels), and on top `nn`, `optim`, `data`, `io` and `gradcheck`.
+`kernels` (the compiled kernels), and on top `nn`, `optim`, `data`, `io`, `gradcheck`
+and `replay` (fa.capture).
 """
 import sys
 
@@ -23,6 +24,7 @@ globals().update(_OPS)  # add, matmul, sigmoid, ...: every public op, by its nam
 
 from . import data, nn, optim  # noqa: E402  (they use the ops above)
 from ._gradcheck import gradcheck  # noqa: E402
+from .replay import CaptureError, capture  # noqa: E402
 from .io import load, save  # noqa: E402
 
 _tensor.api = sys.modules[__name__]  # Tensor's operators and methods call these functions
@@ -32,5 +34,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "Parameter", "grad", "backward", "no_grad", "enable_grad",
     "is_grad_enabled", "detect_anomaly", "gradcheck", "nn", "optim", "data", "save", "load",
+    "capture", "CaptureError",
     *sorted(_OPS),
 ]

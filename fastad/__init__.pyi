@@ -154,6 +154,30 @@ detect_anomaly: _ModeFactory
 
 def is_grad_enabled() -> bool: ...
 
+# --- capture and replay --------------------------------------------------------------------
+
+class CaptureError(RuntimeError): ...
+
+
+class _CacheInfo(tuple[int, int, int, int]):
+    eager: int
+    recordings: int
+    replays: int
+    programs: int
+
+
+class _Captured(Protocol):
+    __call__: Callable[..., Any]
+    def cache_info(self) -> _CacheInfo: ...
+
+
+@overload
+def capture(function: Callable[..., Any], *, allow_host_reads: bool = False,
+            max_programs: int = 8) -> _Captured: ...
+@overload
+def capture(function: None = None, *, allow_host_reads: bool = False,
+            max_programs: int = 8) -> Callable[[Callable[..., Any]], _Captured]: ...
+
 # --- checkpoints ---------------------------------------------------------------------------
 
 def save(path: _Path | IO[bytes], obj: Any) -> None: ...
