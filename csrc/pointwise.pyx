@@ -233,20 +233,22 @@ def arithmetic(Arithmetic op, a, b):
     dtype, shape and memory order, or one is such an array and the other a NumPy scalar of
     its dtype (the array C- or F-contiguous in either case). Any other operands give
     None: the caller broadcasts with NumPy."""
-    cdef cnp.ndarray array
-    cdef bint a_scalar = False, b_scalar = False
-    cdef double scalar = 0
     if type(a) is cnp.ndarray and type(b) is cnp.ndarray and same_layout(a, b):
-        array = a
-    elif type(a) is cnp.ndarray and is_scalar_for(b, a):
-        array, scalar, b_scalar = a, b, True
-    elif type(b) is cnp.ndarray and is_scalar_for(a, b):
-        array, scalar, a_scalar = b, a, True
-    else:
-        return None
-    cdef cnp.ndarray out = new_like(array)
-    cdef index_t size = cnp.PyArray_SIZE(array)
-    cdef bint f32 = is_f32(array)
+        return arithmetic_into(op, a, b, new_like(a))
+    if type(a) is cnp.ndarray and is_scalar_for(b, a):
+        return arithmetic_into(op, a, b, new_like(a))
+    if type(b) is cnp.ndarray and is_scalar_for(a, b):
+        return arithmetic_into(op, a, b, new_like(b))
+    return None
+
+
+def arithmetic_into(Arithmetic op, a, b, cnp.ndarray out):
+    """out = a op b for operands `arithmetic` accepts (the caller has checked them); out
+    is laid out like the array operand, and may be it."""
+    cdef bint a_scalar = type(a) is not cnp.ndarray, b_scalar = type(b) is not cnp.ndarray
+    cdef double scalar = a if a_scalar else b if b_scalar else 0
+    cdef index_t size = cnp.PyArray_SIZE(out)
+    cdef bint f32 = is_f32(out)
     cdef float scalar32 = <float>scalar  # exact: a float32 scalar went through double
     cdef void* ps = <void*>&scalar32 if f32 else <void*>&scalar
     cdef void* pa = ps if a_scalar else ptr(a)

@@ -102,7 +102,7 @@ class Tensor:
 
     def detach(self):
         """The same value, cut from the graph."""
-        return Tensor(self._value)
+        return detached(self)
 
     def __len__(self):
         return len(self._value)
@@ -301,6 +301,11 @@ class Tensor:
     def __ge__(self, other):
         self._host_read("t >= u")
         return self._value >= _plain(other)
+
+
+@replayed
+def detached(t):
+    return Tensor(t._value)
 
 
 @replayed

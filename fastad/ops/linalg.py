@@ -32,6 +32,12 @@ def _gemm(out, a, b, order):
     if out is not None:
         order = order_of(out)
     buffer, accumulate = kernel_out(out, (a.shape[0], b.shape[1]), a.dtype, order)
+    return gemm_into(buffer, a, b, accumulate, order)
+
+
+def gemm_into(buffer, a, b, accumulate, order):
+    """buffer (+)= a @ b, for a buffer in memory order `order` (fa.capture replays
+    recorded products through this)."""
     if a.shape[1] == 0:
         if not accumulate:
             buffer.fill(0)

@@ -27,8 +27,12 @@ def sum(x, axis=None, keepdims=False):
     """Sum over `axis` (None: all; an int or a tuple)."""
     x = as_tensor("sum", x)
     axes = _axes("sum", axis, x.ndim)
-    value = np.asarray(x.value.sum(axis=axes, keepdims=keepdims))
+    value = summed(x.value, axes, keepdims)
     return record(sum_vjp, value, (x,), (x.shape, _kept_shape(x.shape, axes)))
+
+
+def summed(value, axes, keepdims):
+    return np.asarray(value.sum(axis=axes, keepdims=keepdims))
 
 
 @vjp_of("sum")

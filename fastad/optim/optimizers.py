@@ -129,6 +129,42 @@ class Optimizer:
             self._update(i, p.value, grad, options)
             mark_modified(p)
 
+    def replayed_step(self):
+        """A function making `step()`'s updates, for fa.capture's replays: the full checks
+        run on its first call and again whenever a hyperparameter, a state list or array,
+        or a parameter's array changed since the last checked step; otherwise only the
+        updates (gradients are checked for shape, dtype and layout)."""
+        checked = None  # (what the last fully checked step saw, its options)
+
+        def run():
+            nonlocal checked
+            if checked is None or checked[0] != self._signature():
+                self.step()
+                checked = (self._signature(), self._current_options())
+                return
+            options = checked[1]
+            for i, p in enumerate(self.params):
+                grad = p._grad
+                if grad is None:
+                    continue
+                if not (grad.flags.c_contiguous and grad.flags.aligned
+                        and grad.shape == self._shapes[i] and grad.dtype == self._dtypes[i]):
+                    grad = self._grad(i, p)
+                self._update(i, p._value, grad, options)
+                mark_modified(p)
+        return run
+
+    def _signature(self):
+        """What a checked step depends on: hyperparameter values, the identity of the
+        state lists and their arrays, the types of the counts, the parameters' arrays."""
+        def seen(attr, of):
+            values = getattr(self, attr)
+            return id(values), None if values is None else list(map(of, values))
+        return ([getattr(self, name) for name in self.hyperparameters],
+                [seen(attr, id) for attr in self.buffers.values()],
+                [seen(attr, type) for attr in self.counts.values()],
+                [id(p._value) for p in self.params])
+
     def state_dict(self):
         """Hyperparameters and state in torch.optim's layout, as copies (later steps do
         not change the returned dict): `{"state": {index: {key: value}},

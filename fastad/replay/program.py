@@ -1,8 +1,12 @@
 """A recorded program, and its replay: the steps run again on the slots of this call,
 without the tape (no Tensors for the caller to see, no Nodes, no sweep bookkeeping)."""
+import numpy as np
+
 from ..core.modes import set_capture
 from ..core.tensor import make_tensor
 from .recorder import Recorder, module_state
+from .lowering import LOWERINGS
+from .plan import Plan, Everything
 from .slots import detached, materialize, reads, store, stores
 
 
@@ -30,19 +34,19 @@ class Replayer:
 
 
 class Program:
-    """The steps of one recorded call, and what its replays assume (see `applies`)."""
+    """The instructions of one recorded call (plan.py), and what its replays assume
+    (see `applies`)."""
 
-    def __init__(self, recorder, arguments, output):
-        needed = reads(output, set())
-        for step in recorder.steps:
-            reads(step.args, needed)
-            reads(step.kwargs, needed)
-        # (function, args template, kwargs template, what to store of its result)
-        self.steps = [(step.function, step.args, step.kwargs, stores(step.outputs, needed))
-                      for step in recorder.steps]
-        self.slot_count = len(recorder.objects)
-        self.arguments = stores(arguments, needed)  # where a call's (args, kwargs) go
-        self.output = output                        # template of the function's result
+    def __init__(self, recorder, arguments, output, lower=True):
+        plan = Plan(recorder, arguments, output, LOWERINGS if lower else {})
+        self.instructions = plan.instructions
+        self.fixed = plan.objects   # the plan's buffers and constants; None: set by a replay
+        self.live = tuple(plan.live.values())
+        self.fresh = tuple(plan.fresh)
+        self.arguments = stores(arguments, Everything())  # where a call's (args, kwargs) go
+        self.output = output                               # template of the result
+        # results the plan holds in its own buffers are copied: the next replay reuses them
+        self.copied = [slot for slot in reads(output, set()) if self.fixed[slot] is not None]
         self.leaves = list(recorder.leaves.values())
         self.modules = list(recorder.modules.values())
 
@@ -54,20 +58,24 @@ class Program:
                 and all(module_state(m) == state for m, state in self.modules))
 
     def replay(self, args, kwargs):
-        slots = [None] * self.slot_count
-        store(self.arguments, (args, kwargs), slots)
+        objects = list(self.fixed)
+        store(self.arguments, (args, kwargs), objects)
+        for slot, tensor in self.live:
+            objects[slot] = tensor._value
+        for slots, shape, dtype, order in self.fresh:
+            array = np.empty(shape, dtype, order)
+            for slot in slots:
+                objects[slot] = array
         replayer = Replayer()
         previous = set_capture(replayer)
         try:
-            for function, step_args, step_kwargs, plan in self.steps:
-                made = {}
-                replayer.saved = []
-                result = function(*materialize(step_args, slots, made),
-                                  **materialize(step_kwargs, slots, made))
-                store(plan, (result, replayer.saved), slots)
+            for instruction in self.instructions:
+                instruction.run(objects, replayer)
         finally:
             set_capture(previous)
-        return materialize(self.output, slots, {})
+        for slot in self.copied:
+            objects[slot] = objects[slot].copy()
+        return materialize(self.output, objects, {})
 
 
 def record(function, name, args, kwargs):

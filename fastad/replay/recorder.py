@@ -25,12 +25,15 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Step:
-    """One replayed call: `function(*args, **kwargs)`, its results stored in slots."""
+    """One replayed call: `function(*args, **kwargs)`, its results stored in slots; and
+    the objects of the recorded call, for lowering (plan.py)."""
 
-    __slots__ = ("function", "args", "kwargs", "outputs")
+    __slots__ = ("function", "args", "kwargs", "outputs", "recorded_args",
+                 "recorded_kwargs", "result", "saved")
 
-    def __init__(self, function, args, kwargs, outputs):
+    def __init__(self, function, args, kwargs, outputs, recorded):
         self.function, self.args, self.kwargs, self.outputs = function, args, kwargs, outputs
+        self.recorded_args, self.recorded_kwargs, self.result, self.saved = recorded
 
 
 class Recorder:
@@ -62,7 +65,8 @@ class Recorder:
             self.depth = 0
         saved, self.saved = tuple(self.saved), None
         outputs = Nest(tuple, None, (self.made(result, computed=True), self.made(saved)))
-        self.steps.append(Step(function, step_args, step_kwargs, outputs))
+        self.steps.append(Step(function, step_args, step_kwargs, outputs,
+                               (args, kwargs, result, saved)))
         return result
 
     def recorded(self, vjp, value, inputs, saved):

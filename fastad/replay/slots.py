@@ -128,7 +128,8 @@ def stores(template, needed, path=()):
         return found
     if kind is not Nest:
         return []
-    found = [(template.slot, path, False)] if template.slot in needed else []
+    found = [(template.slot, path, False)] \
+        if template.slot is not None and template.slot in needed else []
     keys = template.keys if template.kind is dict else range(len(template.items))
     for key, item in zip(keys, template.items):
         found += stores(item, needed, path + (key,))

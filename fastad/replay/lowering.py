@@ -1,0 +1,280 @@
+"""Lowerings: how the common training steps replay without their Python.
+
+A lowering gets a Lowering context (plan.py) and the recorded call's arguments, and
+emits the kernel calls the op made, on buffers the plan allocates once -- the same
+kernels, so the results are the same bits. It raises Unsupported for any case it does
+not cover (another memory order, broadcasting, an operand of another kind): that step
+stays a Python step, which is always right. Keyed by the op's function, or for a
+backward step by ("vjp", op name).
+"""
+import numpy as np
+
+from ..core.sweep import _combine, _deliver, _read_only, copy_of
+from ..core.tape import SKIP
+from ..core.tensor import Tensor, constant
+from ..kernels import pointwise, rows
+from ..nn.modules import Module
+from ..ops import REGISTRY
+from ..optim.optimizers import Optimizer
+from ..ops.linalg import _fits_blas, _product_order, gemm_into
+from ..ops.losses import _labels, _reduce_losses, _row_scale
+from ..ops.protocol import order_of
+from ..ops.reductions import summed
+from .plan import Slot, Unsupported
+
+LOWERINGS = {}
+
+
+def lowers(*keys):
+    def register(lowering):
+        for key in keys:
+            LOWERINGS[key.__wrapped__ if hasattr(key, "__wrapped__") else key] = lowering
+        return lowering
+    return register
+
+
+def _order(array):
+    """The memory order a kernel wrote `array` in; Unsupported if it is ambiguous or
+    neither."""
+    c, f = array.flags.c_contiguous, array.flags.f_contiguous
+    if c == f:
+        raise Unsupported("an array both or neither C- and F-contiguous")
+    return "C" if c else "F"
+
+
+def _value(operand, dtype):
+    """A Tensor's value, an array of `dtype` taken as it is, or a Python number as the op
+    takes it; Unsupported otherwise (a conversion would be a value the plan freezes)."""
+    if isinstance(operand, Tensor):
+        return operand._value
+    if isinstance(operand, np.ndarray) and operand.dtype == dtype and \
+            (operand.flags.c_contiguous or operand.flags.f_contiguous):
+        return operand
+    if type(operand) in (int, float):
+        return constant("", operand, dtype)
+    raise Unsupported("an operand that is not a Tensor, an array or a Python number")
+
+
+# --- forward ------------------------------------------------------------------------
+
+ARITHMETIC = {"add": pointwise.Arithmetic.ADD, "sub": pointwise.Arithmetic.SUB,
+              "mul": pointwise.Arithmetic.MUL, "div": pointwise.Arithmetic.DIV}
+
+
+@lowers(*(REGISTRY[name] for name in ARITHMETIC))
+def arithmetic(context, a, b):
+    y = context.result._value
+    dtype = y.dtype
+    av, bv = _value(a, dtype), _value(b, dtype)
+    name = context.result._made_by.op_name
+    if isinstance(av, np.ndarray) and isinstance(bv, np.ndarray):
+        if av.shape == bv.shape and _order(av) == _order(bv) == _order(y):
+            context.call(pointwise.arithmetic_into, ARITHMETIC[name], context.read(a),
+                         context.read(b), context.buffer(y))
+        elif (name == "add" and av.ndim == 2 and bv.ndim == 1 and y.flags.c_contiguous
+              and av.flags.c_contiguous and bv.flags.c_contiguous):
+            context.call(pointwise.add_row, context.read(a), context.read(b),
+                         context.buffer(y))
+        else:
+            raise Unsupported("broadcasting")
+    elif isinstance(av, np.ndarray) or isinstance(bv, np.ndarray):
+        array = av if isinstance(av, np.ndarray) else bv
+        if _order(array) != _order(y):
+            raise Unsupported("an output in another order")
+        context.call(pointwise.arithmetic_into, ARITHMETIC[name],
+                     context.read(a) if isinstance(av, np.ndarray) else av,
+                     context.read(b) if isinstance(bv, np.ndarray) else bv, context.buffer(y))
+    else:
+        raise Unsupported("two scalars")
+
+
+@lowers(REGISTRY["sigmoid"], REGISTRY["relu"])
+def activation(context, x):
+    y = context.result._value
+    if not isinstance(x, Tensor) or _order(x._value) != _order(y):
+        raise Unsupported("a strided input")
+    kernel = pointwise.sigmoid if context.result._made_by.op_name == "sigmoid" else \
+        pointwise.relu
+    context.call(kernel, context.read(x), context.buffer(y))
+
+
+@lowers(REGISTRY["matmul"])
+def matmul(context, a, b):
+    y = context.result._value
+    av, bv = _value(a, y.dtype), _value(b, y.dtype)
+    if not (isinstance(av, np.ndarray) and isinstance(bv, np.ndarray)
+            and _fits_blas(av, bv)):
+        raise Unsupported("a product NumPy computes")
+    _order(av), _order(bv)  # operands BLAS reads as they are
+    rows_, inner, cols = av.shape[0], av.shape[1], bv.shape[1]
+    if y.flags.c_contiguous and y.flags.f_contiguous:
+        order, plan = _product_order(av.dtype, rows_, inner, cols)
+        if plan is not None:
+            raise Unsupported("a product whose order was still being timed")
+    else:
+        order = _order(y)
+    context.call(gemm_into, context.buffer(y), context.read(a), context.read(b), False, order)
+
+
+@lowers(REGISTRY["transpose"])
+def transpose(context, x, *axes):
+    if not isinstance(x, Tensor) or axes:
+        raise Unsupported("a transpose with axes")
+    (inverse,) = context.saved[0]
+    context.same(inverse, inverse)  # np.argsort of the axes: a constant
+    value = context.read(x)
+    if type(value) is Slot:
+        context.call(np.transpose, value, result=context.result._value)
+    else:
+        context.same(context.result._value, value.T)
+
+
+@lowers(REGISTRY["cross_entropy"])
+def cross_entropy(context, logits, labels, reduction="mean"):
+    probs, own_labels, _ = context.saved[0]
+    if not isinstance(logits, Tensor) or not logits._value.flags.c_contiguous:
+        raise Unsupported("strided logits")
+    losses = context.scratch((logits.shape[0],), logits.dtype)
+    context.call(_labels, "cross_entropy", context.read(labels), logits.shape,
+                 result=own_labels)
+    context.call(rows.softmax_cross_entropy, context.read(logits), context.read(own_labels),
+                 context.buffer(probs), losses)
+    context.call(_reduce_losses, "cross_entropy", losses, reduction,
+                 result=context.result._value)
+
+
+@lowers(REGISTRY["sum"])
+def sum_(context, x, axis=None, keepdims=False):
+    if not isinstance(x, Tensor):
+        raise Unsupported("a sum of a non-Tensor")
+    if axis is not None:
+        raise Unsupported("a sum over some axes")
+    context.call(summed, context.read(x), tuple(range(x.ndim)), keepdims,
+                 result=context.result._value)
+
+
+# --- backward -----------------------------------------------------------------------
+
+@lowers(("vjp", "sigmoid"), ("vjp", "relu"))
+def activation_vjp(context, vjp, g, saved, out):
+    (y,) = saved
+    order = _order(y)
+    if _order(g) != order:
+        raise Unsupported("an adjoint in another order")
+    kernel = pointwise.sigmoid_grad if vjp.op_name == "sigmoid" else pointwise.relu_grad
+    (result,) = context.result
+    context.call(kernel, context.read(g), context.read(y), *context.target(result, out[0]))
+
+
+@lowers(("vjp", "matmul"))
+def matmul_vjp(context, vjp, g, saved, out):
+    a, b = saved
+    if not _fits_blas(a, b):
+        raise Unsupported("a product NumPy computed")
+    da, db = context.result
+    if out[0] is not SKIP:
+        buffer, accumulate = context.target(da, out[0])
+        order = order_of(out[0]) if out[0] is not None else order_of(a)
+        context.call(_gemm_transposed_b, buffer, context.read(g), context.read(b), accumulate,
+                     order)
+    if out[1] is not SKIP:
+        buffer, accumulate = context.target(db, out[1])
+        order = order_of(out[1]) if out[1] is not None else order_of(b)
+        context.call(_gemm_transposed_a, buffer, context.read(a), context.read(g), accumulate,
+                     order)
+
+
+def _gemm_transposed_b(buffer, g, b, accumulate, order):
+    return gemm_into(buffer, g, b.T, accumulate, order)
+
+
+def _gemm_transposed_a(buffer, a, g, accumulate, order):
+    return gemm_into(buffer, a.T, g, accumulate, order)
+
+
+@lowers(("vjp", "cross_entropy"))
+def cross_entropy_vjp(context, vjp, g, saved, out):
+    probs, labels, reduction = saved
+    if out[0] is not None and not out[0].flags.c_contiguous:
+        raise Unsupported("an adjoint in another order")
+    scale = context.temporary()
+    context.call(_row_scale, context.read(g), reduction, len(labels), into=scale)
+    (result,) = context.result
+    buffer, accumulate = context.target(result, out[0])
+    context.call(rows.softmax_cross_entropy_grad, context.read(probs), context.read(labels),
+                 scale, buffer, accumulate)
+
+
+def _vjp_call(vjp, g, saved, *out):
+    return vjp(g, saved, out)
+
+
+@lowers(*(("vjp", name) for name in ("add", "sub", "mul", "div", "sum", "mean",
+                                    "transpose", "reshape", "log_softmax", "tanh", "exp")))
+def vjp_as_called(context, vjp, g, saved, out):
+    """The vjp itself, called on the slots (its Python, without a Tensor or the sweep)."""
+    context.call(_vjp_call, vjp, context.read(g), context.read(saved),
+                 *(o if o is None or o is SKIP else context.read(o) for o in out),
+                 results=context.result)
+
+
+# --- the sweep's own steps ----------------------------------------------------------
+#
+# What leaves a replay (.grad, fa.grad's results) must not be a buffer the next replay
+# rewrites: those steps get copies of the plan's buffers (the values eager gives).
+
+@lowers(copy_of)
+def seed_copy(context, seed):
+    context.call(np.copyto, context.buffer(context.result), context.read(seed))
+
+
+@lowers(_combine)
+def combine(context, existing, contribution, owned):
+    if owned:  # contribution += existing, in place
+        target = context.read(contribution)
+        context.call(np.add, target, context.read(existing), target)
+        context.same(context.result, target)
+    elif existing.shape == contribution.shape:
+        context.call(np.add, context.read(existing), context.read(contribution),
+                     context.buffer(context.result))
+    else:
+        raise Unsupported("broadcast contributions")
+
+
+@lowers(_deliver)
+def deliver(context, gradients, replaced):
+    if replaced:
+        raise Unsupported("gradients a listener replaced")
+    flat = []
+    for leaf, g, shared in gradients:
+        flat += [context.tensor(leaf), context.read(g), shared]
+    context.call(_deliver_all, context.plan.owned, *flat)
+
+
+def _deliver_all(owned, *flat):
+    gradients = [(leaf, g, shared or id(g) in owned)
+                 for leaf, g, shared in zip(flat[0::3], flat[1::3], flat[2::3])]
+    _deliver.__wrapped__(gradients, {})
+
+
+@lowers(_read_only)
+def read_only(context, buffer):
+    context.call(_read_only_of, context.plan.owned, context.read(buffer),
+                 result=context.result)
+
+
+def _read_only_of(owned, buffer):
+    return _read_only.__wrapped__(buffer.copy() if id(buffer) in owned else buffer)
+
+
+# --- effects: optimizer updates and zeroed gradients -----------------------------------
+
+@lowers(Optimizer.step)
+def optimizer_step(context, optimizer):
+    context.call(optimizer.replayed_step())
+
+
+@lowers(Optimizer.zero_grad, Module.zero_grad)
+def effect(context, *args):
+    """A step that only changes state (its arguments are live objects): called as is."""
+    context.call(context.function, *(context.read(a) for a in args))
