@@ -4,7 +4,8 @@ in the module of its job:
 - _timing: interleaved rounds, alternating blocks, paired ratios, memory counters;
 - _machine: the shared command line, CPU/ISA, BLAS and versions;
 - _children: PyTorch in a child process (never in a bench's own), JSON children;
-- _problems: the MLP problems and one step in fastad, NumPy and bare kernels;
+- _problems: the MLP problems and one step in fastad, NumPy and bare kernels; the
+  tiny-ops chain;
 - _floor: the GEMM floor (the same products straight through SciPy's BLAS);
 - _report: units, ratios, verdicts, tables, JSON, headers and --profile.
 
@@ -18,7 +19,7 @@ from _machine import (parser, limit_threads, apply_thread_limit, blas_info, isa_
 from _children import (BENCH_DIR, REPO_DIR, TORCH_REF, child_env, run_child_json, TorchChild,
     maybe_torch)
 from _problems import (mlp_params, mlp_data, fastad_mlp_tensors, mlp_gemm_flops,
-    fastad_mlp_loss, numpy_mlp_step, kernels_mlp_step)
+    fastad_mlp_loss, numpy_mlp_step, kernels_mlp_step, tiny_chain, numpy_tiny_chain)
 from _floor import Product, mlp_gemm_floor, GemmFloor
 from _report import (fmt_time, time_unit, fmt_in, fmt_ratio, target_check, print_table,
     write_json, header, kernel_breakdown, profile_report)

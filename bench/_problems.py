@@ -1,6 +1,7 @@
 """The deterministic problems the benches share (fastad, NumPy and PyTorch children build
 the same ones): MLP parameters and data, and one MLP training step written in fastad,
-in hand-written NumPy, and through fastad's kernels without the tape."""
+in hand-written NumPy, and through fastad's kernels without the tape; the tiny-ops
+chain in fastad and in hand-written NumPy."""
 
 
 import numpy as np
@@ -140,3 +141,29 @@ def kernels_mlp_step(params, X, y):
             gemm.gemm(d, w.T, d_prev, False)
             d = pointwise.relu_grad(d_prev, acts[l], None, False)
     return grads
+
+
+def tiny_chain(fa, x0, depth):
+    """The tiny-ops chain: x = sigmoid(x * 1.0001 + 0.01), `depth` times (3 ops each),
+    loss sum(x), and its gradient with respect to the leaf x0."""
+    x = x0
+    for _ in range(depth):
+        x = fa.sigmoid(x * 1.0001 + 0.01)
+    return fa.grad(fa.sum(x), x0)
+
+
+def numpy_tiny_chain(x0, depth):
+    """The same chain by hand in NumPy: the forward saving each sigmoid output, then the
+    backward loop; (loss, gradient)."""
+    x = x0
+    ys = []
+    for _ in range(depth):
+        x = x * 1.0001 + 0.01
+        x = 1 / (1 + np.exp(-x))
+        ys.append(x)
+    loss = x.sum()
+    g = np.ones_like(x)
+    for y in reversed(ys):
+        g = g * y * (1 - y)
+        g = g * 1.0001
+    return loss, g

@@ -59,3 +59,9 @@ def test_one_rank_raising_ends_the_job():
     assert done.returncode != 0
     assert "rank 1 fails in its forward" in done.stderr
     assert seconds < 30, f"the job took {seconds:.0f} s to end"
+
+
+def test_a_captured_step_keeps_its_communication():
+    done, _ = run(2, "capture_equivalence.py", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK 2 ranks" in done.stdout

@@ -117,8 +117,14 @@ class Sweep:
                     finals = self.final_after.get(node.index)
                     if finals is not None:
                         for leaf in finals:
-                            listener.gradient_final(leaf, adjoints[leaf])
-                    listener.progress()
+                            if capture is None:
+                                listener.gradient_final(leaf, adjoints[leaf])
+                            else:
+                                capture.call(_tell_final, (listener, leaf, adjoints[leaf]), {})
+                    if capture is None:
+                        listener.progress()
+                    else:
+                        capture.call(_tell_progress, (listener,), {})
                 check_signals()  # Ctrl-C stops a compiled sweep here, between two nodes
         except BaseException as error:
             # The node may be half applied: its partial gradients can never be completed.
@@ -412,10 +418,31 @@ class _Fanout:
             listener.progress()
 
 
+# A captured step makes these calls again in every replay (the sweep calls the two
+# others through the capture it runs under).
+
+@replayed
+def _tell_begin(listener, final_at):
+    return listener.begin(final_at)
+
+
+@replayed
+def _tell_end(listener, gradients):
+    return listener.end(gradients)
+
+
+def _tell_final(listener, leaf, gradient):
+    listener.gradient_final(leaf, gradient)
+
+
+def _tell_progress(listener):
+    listener.progress()
+
+
 def _finish_listened(sweep, retain_graph):
     active, final_after, final_at = [], {}, sweep.final_at
     for listener in list(_listeners):
-        leaves = listener.begin(final_at)
+        leaves = _tell_begin(listener, final_at)
         if leaves is None:
             continue
         active.append(listener)
@@ -437,5 +464,5 @@ def _finish_listened(sweep, retain_graph):
         sweep.listener = sweep.final_after = None
     replaced = {}
     for listener in active:
-        replaced.update(listener.end(gradients) or {})
+        replaced.update(_tell_end(listener, gradients) or {})
     return gradients, replaced

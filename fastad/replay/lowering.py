@@ -9,7 +9,7 @@ backward step by ("vjp", op name).
 """
 import numpy as np
 
-from ..core.sweep import _combine, _deliver, _read_only, copy_of
+from ..core.sweep import _combine, _deliver, _read_only, _tell_final, _tell_progress, copy_of
 from ..core.tape import SKIP
 from ..core.tensor import Tensor, constant
 from ..kernels import pointwise, rows
@@ -42,6 +42,14 @@ def _order(array):
     return "C" if c else "F"
 
 
+def _flat(*arrays):
+    """Whether elementwise kernels can pair up these arrays' flat memory: all C- or all
+    F-contiguous (Unsupported otherwise)."""
+    if all(a.flags.c_contiguous for a in arrays) or all(a.flags.f_contiguous for a in arrays):
+        return True
+    raise Unsupported("arrays in different memory orders")
+
+
 def _value(operand, dtype):
     """A Tensor's value, an array of `dtype` taken as it is, or a Python number as the op
     takes it; Unsupported otherwise (a conversion would be a value the plan freezes)."""
@@ -68,7 +76,7 @@ def arithmetic(context, a, b):
     av, bv = _value(a, dtype), _value(b, dtype)
     name = context.result._made_by.op_name
     if isinstance(av, np.ndarray) and isinstance(bv, np.ndarray):
-        if av.shape == bv.shape and _order(av) == _order(bv) == _order(y):
+        if av.shape == bv.shape and _flat(av, bv, y):
             context.call(pointwise.arithmetic_into, ARITHMETIC[name], context.read(a),
                          context.read(b), context.buffer(y))
         elif (name == "add" and av.ndim == 2 and bv.ndim == 1 and y.flags.c_contiguous
@@ -78,9 +86,7 @@ def arithmetic(context, a, b):
         else:
             raise Unsupported("broadcasting")
     elif isinstance(av, np.ndarray) or isinstance(bv, np.ndarray):
-        array = av if isinstance(av, np.ndarray) else bv
-        if _order(array) != _order(y):
-            raise Unsupported("an output in another order")
+        _flat(av if isinstance(av, np.ndarray) else bv, y)
         context.call(pointwise.arithmetic_into, ARITHMETIC[name],
                      context.read(a) if isinstance(av, np.ndarray) else av,
                      context.read(b) if isinstance(bv, np.ndarray) else bv, context.buffer(y))
@@ -91,8 +97,9 @@ def arithmetic(context, a, b):
 @lowers(REGISTRY["sigmoid"], REGISTRY["relu"])
 def activation(context, x):
     y = context.result._value
-    if not isinstance(x, Tensor) or _order(x._value) != _order(y):
-        raise Unsupported("a strided input")
+    if not isinstance(x, Tensor):
+        raise Unsupported("a non-Tensor input")
+    _flat(x._value, y)
     kernel = pointwise.sigmoid if context.result._made_by.op_name == "sigmoid" else \
         pointwise.relu
     context.call(kernel, context.read(x), context.buffer(y))
@@ -158,9 +165,7 @@ def sum_(context, x, axis=None, keepdims=False):
 @lowers(("vjp", "sigmoid"), ("vjp", "relu"))
 def activation_vjp(context, vjp, g, saved, out):
     (y,) = saved
-    order = _order(y)
-    if _order(g) != order:
-        raise Unsupported("an adjoint in another order")
+    _flat(g, y)
     kernel = pointwise.sigmoid_grad if vjp.op_name == "sigmoid" else pointwise.relu_grad
     (result,) = context.result
     context.call(kernel, context.read(g), context.read(y), *context.target(result, out[0]))
@@ -255,6 +260,16 @@ def _deliver_all(owned, *flat):
     gradients = [(leaf, g, shared or id(g) in owned)
                  for leaf, g, shared in zip(flat[0::3], flat[1::3], flat[2::3])]
     _deliver.__wrapped__(gradients, {})
+
+
+@lowers(_tell_final)
+def tell_final(context, listener, leaf, gradient):
+    context.call(_tell_final, listener, context.tensor(leaf), context.read(gradient))
+
+
+@lowers(_tell_progress)
+def tell_progress(context, listener):
+    context.call(_tell_progress, listener)
 
 
 @lowers(_read_only)

@@ -58,10 +58,6 @@ class Instruction:
             for slot in self.outputs:
                 objects[slot] = result
 
-    def stores(self, slot):
-        if self.unpack:
-            return any(slot in slots for slots in self.outputs)
-        return slot in self.outputs
 
     def reads(self):
         return {slot for _, slot in self.patches}
@@ -142,9 +138,7 @@ class Plan:
             if instructions is None:
                 program.append(PythonStep(step, needed, refresh))
                 continue
-            missing = [slot for slot in _output_slots(step) if slot in needed
-                       and self.objects[slot] is None and not _stored(instructions, slot)]
-            if missing:
+            if any(slot in needed and slot not in self.bound for slot in _output_slots(step)):
                 unproduced.add(number)
             program.extend(instructions)
         return program, unproduced
@@ -193,10 +187,6 @@ def _key(step):
 
 def _output_slots(step):
     return [slot for slot, _, _ in stores(step.outputs, Everything())]
-
-
-def _stored(instructions, slot):
-    return any(instruction.stores(slot) for instruction in instructions)
 
 
 class Everything:

@@ -143,12 +143,15 @@ class Recorder:
         if kind in (tuple, list):
             items = tuple(self.made(item, computed) for item in result)
             # a vjp reads its saved tuple back as a whole
-            whole = self._slot(result, computed=False) if kind is tuple and not computed else None
+            whole = self._slot(result, computed=False) \
+                if kind is tuple and result and not computed else None  # () is shared
             return Nest(kind, None, items, whole)
         if kind is dict:
             return Nest(dict, tuple(result), tuple(self.made(v, computed)
                                                   for v in result.values()))
         if isinstance(result, Tensor):
+            if result.requires_grad and result._node is None:
+                return None  # a parameter (no op makes one): it stays live
             slot = self._slot(result._value, computed)
             self.tensors[id(result)] = slot
             self.kept.append(result)
