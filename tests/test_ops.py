@@ -8,7 +8,8 @@ Each row gets, automatically:
 - the value against a plain-NumPy reference;
 - result and gradient dtypes equal to the input dtype, values and gradients ndarrays;
 - nothing recorded for inputs that need no gradient (or under no_grad), while the
-  result still remembers its op.
+  result still remembers its op;
+- for a row with a reference `vjp`, that vjp checked against fastad's gradient.
 
 A new op gets all of these by adding one row.
 """
@@ -115,6 +116,21 @@ def test_records_nothing_without_grad(row, rng):
 
 
 # --- the special points the table stays away from ----------------------------------------
+
+WITH_VJP = [row for row in OPS if row.vjp is not None]
+
+
+@pytest.mark.parametrize("row", WITH_VJP, ids=[row.id for row in WITH_VJP])
+def test_reference_vjp_is_the_gradient(row, dtype, rng, assert_close):
+    """A row's NumPy vjp (the campaign's reference at NaN, Inf and huge values) is its
+    gradient, on the row's own inputs."""
+    assert len(row.shapes) == 1, "a reference vjp is for one-input rows"
+    (x,) = row.inputs(rng, dtype)
+    t = fa.tensor(x, requires_grad=True)
+    out = row.build(FA, t)
+    seed = _seed(rng, out.shape, dtype)
+    y = row.build(NumpyOps, x.astype(np.float64))
+    assert_close(fa.grad(out, t, seed=seed), row.vjp(x.astype(np.float64), y, seed), dtype)
 
 @pytest.mark.parametrize("op, expected_grad", [
     (fa.relu, [0.0, 0.0, 0.0, 1.0, 1.0]),
