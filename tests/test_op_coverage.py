@@ -2,7 +2,7 @@
 by each table of tests: the op table (gradients against finite differences and PyTorch),
 the layout tests, the bad-input table and the reliability campaign. An op added to the
 registry fails here until each table has a row for it, or an entry below saying why it
-needs none.
+needs none. (test_layouts.py derives its op cases from every row of the op table.)
 
 A table "drives" an op when its source calls `fa.<op>` or `F.<op>`, names it in a case's
 code string, or spells the operator that stands for it (`a + b` for add, `x[i]` for
@@ -21,7 +21,6 @@ OPERATORS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", as
              ast.MatMult: "matmul", ast.USub: "neg"}
 NOT_NEEDED = {
     "_op_table.py": {"argmax": "no gradient: tests of its own in test_ops.py"},
-    "test_layouts.py": {"argmax": "no gradient", "getitem": "rows index with x[...]"},
     "test_bad_input.py": {
         name: "a unary elementwise op: its only bad inputs are the operand rules every op "
               "shares (rows for exp, sigmoid and tanh)"
