@@ -454,15 +454,20 @@ NO_ROW = {"argmax": "returns indices, not a Tensor: tests of its own in test_ops
 # --- what a row does, as the tables built from it need to know -------------------------
 
 class Recording(FastadOps):
-    """fastad itself, noting every function a row looks up and the constant arrays it
-    passes through `const`."""
+    """fastad itself, noting every function a row calls (its name, and each call with
+    its arguments) and the constant arrays it passes through `const`."""
 
     def __init__(self):
-        self.names, self.consts = set(), []
+        self.names, self.calls, self.consts = set(), [], []
 
     def __getattr__(self, name):
         self.names.add(name)
-        return super().__getattr__(name)
+        function = super().__getattr__(name)
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return function(*args, **kwargs)
+        return call
 
     def const(self, array):
         if isinstance(array, np.ndarray):
