@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import fastad as fa
-from _op_table import OPS, computes, is_single_op, resizings, takes_ndarray
+from _op_table import OPS, NumpyOps, computes, is_single_op, resizings, takes_ndarray
 
 # Children run from here: `python -c` puts its working directory first on sys.path, and
 # from the repository root that would import the uncompiled source tree, not the install.
@@ -143,12 +143,18 @@ def _with(kinds, i, kind):
     return kinds[:i] + (kind,) + kinds[i + 1:]
 
 
+def _nan_stays(row):
+    """Whether NumPy's value of the row on NaN inputs has a NaN in it."""
+    with np.errstate(all="ignore"):
+        return np.isnan(row.build(NumpyOps, *[np.full(s, np.nan) for s in row.shapes])).any()
+
+
 def row_cases():
     """The mistakes every op shares, for each row that records one op (so the error is
     row.op's): TypeError for non-real data and for mixed precision, ValueError for an
     input one longer in its last axis where NumPy refuses that too, FloatingPointError
-    for NaN inputs under detect_anomaly, and ValueError for zero-size inputs where the
-    row says it refuses them."""
+    for NaN inputs under detect_anomaly (where NumPy's value keeps a NaN), and
+    ValueError for zero-size inputs where the row says it refuses them."""
     cases = []
     for row in filter(is_single_op, OPS):
         n = len(row.shapes)
@@ -175,8 +181,9 @@ def row_cases():
                     cases += [_row_case(row, f"input{i}-{what}", k, ValueError,
                                         (row.op, str(grown[i])), shapes=grown)
                               for k, what in forms]
-        cases.append(_row_case(row, "nan-under-detect_anomaly", p64, FloatingPointError,
-                               (f"'{row.op}'",), fill="nan"))
+        if _nan_stays(row):
+            cases.append(_row_case(row, "nan-under-detect_anomaly", p64, FloatingPointError,
+                                   (f"'{row.op}'",), fill="nan"))
         if row.refuses_empty:
             cases += [_row_case(row, f"empty-{k}", p64, ValueError, (row.op, str(shapes[0])),
                                 shapes=shapes)
