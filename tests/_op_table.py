@@ -55,21 +55,16 @@ class _NumpyNames(type):
 
 
 class NumpyOps(metaclass=_NumpyNames):
-    """Plain-NumPy references (operators and indexing are NumPy's own)."""
+    """Plain-NumPy references (operators and indexing are NumPy's own): np.<name>
+    (exp, sum, where, ...) unless NumPy spells or computes the op otherwise."""
 
     const = staticmethod(np.asarray)
-    add, sub, mul, div = map(staticmethod, (np.add, np.subtract, np.multiply, np.divide))
-    neg, pow, matmul, dot = map(staticmethod, (np.negative, np.power, np.matmul, np.matmul))
-    exp, log, sqrt, abs, tanh = map(staticmethod, (np.exp, np.log, np.sqrt, np.abs, np.tanh))
-    square, log1p, maximum, minimum = map(staticmethod, (np.square, np.log1p, np.maximum,
-                                                         np.minimum))
-    transpose, concatenate, where = map(staticmethod, (np.transpose, np.concatenate, np.where))
-    stack = staticmethod(np.stack)
+    sub, mul, div = map(staticmethod, (np.subtract, np.multiply, np.divide))
+    neg, pow, dot = map(staticmethod, (np.negative, np.power, np.matmul))
 
     @staticmethod
     def clip(x, lo=None, hi=None):
         return np.clip(x, lo, hi)
-    reshape = staticmethod(np.reshape)
 
     @staticmethod
     def sigmoid(x):
@@ -87,22 +82,6 @@ class NumpyOps(metaclass=_NumpyNames):
     @staticmethod
     def softmax(x, axis=-1):
         return np.exp(NumpyOps.log_softmax(x, axis))
-
-    @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return np.sum(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return np.mean(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def max(x, axis=None, keepdims=False):
-        return np.max(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def min(x, axis=None, keepdims=False):
-        return np.min(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def cross_entropy(x, labels, reduction="mean"):
