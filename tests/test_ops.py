@@ -223,3 +223,14 @@ def test_argmax_returns_ndarray(axis, rng):
     result = fa.argmax(x, axis=axis)
     assert isinstance(result, np.ndarray), type(result)
     np.testing.assert_array_equal(result, np.argmax(data, axis=axis))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: fa.pow(x, 3), lambda x: fa.add(2.5, x), lambda x: fa.mul(x, np.float64(2)),
+    lambda x: fa.sub(np.float32(1), x)], ids=["pow", "scalar_first", "numpy_scalar",
+                                             "numpy_scalar_first"])
+def test_a_scalar_beside_an_array_takes_its_dtype(call, dtype):
+    """With no Tensor operand, a scalar follows the array, as it follows a Tensor."""
+    x = np.linspace(0.5, 2, 4).astype(dtype)
+    assert call(x).dtype == dtype
+    assert call(x).value.tobytes() == call(fa.tensor(x)).value.tobytes()

@@ -429,7 +429,17 @@ def operands(op, a, b):
         return a._value, constant(op, b, a._value.dtype), a, None
     if b_is:
         return constant(op, a, b._value.dtype), b._value, None, b
+    # Neither is a Tensor: the array-like one becomes one, and a Python or NumPy scalar
+    # beside it takes its dtype (fa.pow(float32_array, 3) is float32, as in NumPy).
+    if _is_scalar(a) and not _is_scalar(b):
+        return operands(op, a, as_tensor(op, b))
+    if _is_scalar(b) and not _is_scalar(a):
+        return operands(op, as_tensor(op, a), b)
     return operands(op, as_tensor(op, a), as_tensor(op, b))
+
+
+def _is_scalar(x):
+    return isinstance(x, (int, float, np.number, np.bool_))
 
 
 # --- NumPy functions and ufuncs applied to Tensors -------------------------------------
