@@ -5,59 +5,32 @@ arithmetic of two same-layout arrays or an array and a scalar, and the bias patt
 
 Each public function takes ndarrays that the Python layer has already validated:
 same dtype (float32 or float64), C-contiguous unless stated, shapes that agree. The
-typed workers below them are ``noexcept nogil`` and run without the GIL. Backward
-kernels take an ``accumulate`` flag: False writes the contribution into ``out`` (its
-first one), True adds it to what ``out`` already holds. Elementwise kernels read flat memory, so their arrays may instead all be
-F-contiguous; the activation kernels also take out=None, and then return a new
+typed workers under them (pointwise_kernels.pxd, inline: the replay loop of fa.capture calls
+them too) are ``noexcept nogil`` and run without the GIL. Backward kernels take an
+``accumulate`` flag: False writes the contribution into ``out`` (its first one), True
+adds it to what ``out`` already holds. Elementwise kernels read flat memory, so their
+arrays may instead all be F-contiguous; the activation kernels also take out=None, and then return a new
 array laid out like their input. -fno-trapping-math (the first line) lets GCC
 if-convert exp's clamps and selects and so vectorise the loops that call it (see
 exp.pxd); no kernel reads the FP exception flags, and the flag changes no value.
 """
+import enum
+
 import numpy as np
 
 cimport numpy as cnp
 
 cnp.import_array()
 
-from _common cimport index_t, is_f32, new_like, ptr, real
-from exp cimport exp_real
-
-
-# ----------------------------------------------------------------------------
-# Sigmoid
-# ----------------------------------------------------------------------------
-
-cdef void sigmoid_kernel(const real* x, real* y, index_t size) noexcept nogil:
-    """y = e / (1 + e) for x < 0, else 1 / (1 + e), with e = exp(-|x|): never overflows."""
-    cdef index_t i
-    cdef real zero = 0, one = 1, e  # typed, so float32 math stays float32 (and vectorises)
-    for i in range(size):
-        e = exp_real(x[i] if x[i] < zero else -x[i])
-        y[i] = (e if x[i] < zero else one) / (one + e)
-
-
-cdef void relu_kernel(const real* x, real* y, index_t size) noexcept nogil:
-    cdef real zero = 0
-    cdef index_t i
-    for i in range(size):
-        y[i] = zero if x[i] <= zero else x[i]  # as np.maximum(x, 0): NaN kept, -0 -> +0
-
-
-cdef void exp_kernel(const real* x, real* y, index_t size) noexcept nogil:
-    cdef index_t i
-    for i in range(size):
-        y[i] = exp_real(x[i])
+from _common cimport index_t, is_f32, new_like, ptr
+from pointwise_kernels cimport (ADD, DIV, MUL, SUB, RELU, SIGMOID, EXP, Activation,
+                                ArithmeticOp, activation_grad_kernel, activation_kernel,
+                                add_row_kernel, arithmetic_kernel, column_sum_kernel)
 
 
 # ----------------------------------------------------------------------------
 # Activations, and their gradients from the saved output y
 # ----------------------------------------------------------------------------
-
-cdef enum Activation:
-    SIGMOID
-    RELU
-    EXP  # forward only: the tests' way in to exp_real
-
 
 cdef activation(Activation kind, cnp.ndarray x, cnp.ndarray out):
     if out is None:
@@ -74,16 +47,6 @@ cdef activation(Activation kind, cnp.ndarray x, cnp.ndarray out):
     return out
 
 
-cdef void activation_kernel(Activation kind, const real* x, real* y,
-                            index_t size) noexcept nogil:
-    if kind == SIGMOID:
-        sigmoid_kernel(x, y, size)
-    elif kind == RELU:
-        relu_kernel(x, y, size)
-    else:
-        exp_kernel(x, y, size)
-
-
 def sigmoid(cnp.ndarray x, cnp.ndarray out=None):
     """out = 1 / (1 + exp(-x)), stable for large |x|; out must not overlap x."""
     return activation(SIGMOID, x, out)
@@ -97,25 +60,6 @@ def relu(cnp.ndarray x, cnp.ndarray out=None):
 def exp(cnp.ndarray x, cnp.ndarray out=None):
     """out = exp(x) by the kernels' own exp (exposed so its accuracy can be tested)."""
     return activation(EXP, x, out)
-
-
-cdef inline real activation_grad1(Activation kind, real g, real y) noexcept nogil:
-    cdef real zero = 0, one = 1
-    if kind == SIGMOID:
-        return g * y * (one - y)
-    return g if y > zero else zero  # relu'(0) = 0
-
-
-cdef void activation_grad_kernel(Activation kind, const real* g, const real* y, real* dx,
-                                 index_t size, bint accumulate) noexcept nogil:
-    # `kind` and `accumulate` are loop-invariant: the compiler unswitches and vectorises.
-    cdef index_t i
-    if accumulate:
-        for i in range(size):
-            dx[i] += activation_grad1(kind, g[i], y[i])
-    else:
-        for i in range(size):
-            dx[i] = activation_grad1(kind, g[i], y[i])
 
 
 cdef activation_grad(Activation kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray out,
@@ -153,54 +97,6 @@ def relu_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
 # is most of the cost on small arrays (600 ns against 150 for 16 elements).
 # ----------------------------------------------------------------------------
 
-cpdef enum Arithmetic:
-    ADD
-    SUB
-    MUL
-    DIV
-
-
-cdef inline real arithmetic1(Arithmetic op, real x, real z) noexcept nogil:
-    if op == ADD:
-        return x + z
-    if op == SUB:
-        return x - z
-    if op == MUL:
-        return x * z
-    return x / z
-
-
-cdef void arithmetic_kernel(Arithmetic op, const real* a, const real* b, real* y,
-                            index_t size, bint a_scalar, bint b_scalar) noexcept nogil:
-    # One call per op with a constant `op`, so each inlined copy computes only its own
-    # operation (a loop choosing per element would pay for the division everywhere).
-    if op == ADD:
-        arithmetic_loop(ADD, a, b, y, size, a_scalar, b_scalar)
-    elif op == SUB:
-        arithmetic_loop(SUB, a, b, y, size, a_scalar, b_scalar)
-    elif op == MUL:
-        arithmetic_loop(MUL, a, b, y, size, a_scalar, b_scalar)
-    else:
-        arithmetic_loop(DIV, a, b, y, size, a_scalar, b_scalar)
-
-
-cdef inline void arithmetic_loop(Arithmetic op, const real* a, const real* b, real* y,
-                                 index_t size, bint a_scalar, bint b_scalar) noexcept nogil:
-    cdef index_t i
-    cdef real s
-    if a_scalar:
-        s = a[0]
-        for i in range(size):
-            y[i] = arithmetic1(op, s, b[i])
-    elif b_scalar:
-        s = b[0]
-        for i in range(size):
-            y[i] = arithmetic1(op, a[i], s)
-    else:
-        for i in range(size):
-            y[i] = arithmetic1(op, a[i], b[i])
-
-
 cdef object FLOAT32, FLOAT64
 FLOAT32, FLOAT64 = np.float32, np.float64
 
@@ -228,7 +124,10 @@ cdef bint is_scalar_for(object s, cnp.ndarray a) noexcept:
     return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64 and type(s) is FLOAT64
 
 
-def arithmetic(Arithmetic op, a, b):
+Arithmetic = enum.IntEnum("Arithmetic", {"ADD": ADD, "SUB": SUB, "MUL": MUL, "DIV": DIV})
+
+
+def arithmetic(ArithmeticOp op, a, b):
     """a op b (ADD, SUB, MUL or DIV) as a new array, when a and b are float arrays of one
     dtype, shape and memory order, or one is such an array and the other a NumPy scalar of
     its dtype (the array C- or F-contiguous in either case). Any other operands give
@@ -242,7 +141,7 @@ def arithmetic(Arithmetic op, a, b):
     return None
 
 
-def arithmetic_into(Arithmetic op, a, b, cnp.ndarray out):
+def arithmetic_into(ArithmeticOp op, a, b, cnp.ndarray out):
     """out = a op b for operands `arithmetic` accepts (the caller has checked them); out
     is laid out like the array operand, and may be it."""
     cdef bint a_scalar = type(a) is not cnp.ndarray, b_scalar = type(b) is not cnp.ndarray
@@ -267,28 +166,6 @@ def arithmetic_into(Arithmetic op, a, b, cnp.ndarray out):
 # ----------------------------------------------------------------------------
 # The bias pattern: row-broadcast add and its column sum
 # ----------------------------------------------------------------------------
-
-cdef void add_row_kernel(const real* x, const real* b, real* out, index_t rows,
-                         index_t cols) noexcept nogil:
-    cdef index_t r, j
-    for r in range(rows):
-        for j in range(cols):
-            out[j] = x[j] + b[j]
-        x += cols
-        out += cols
-
-
-cdef void column_sum_kernel(const real* g, real* out, index_t rows, index_t cols,
-                            bint accumulate) noexcept nogil:
-    cdef index_t r, j
-    if not accumulate:
-        for j in range(cols):
-            out[j] = 0
-    for r in range(rows):
-        for j in range(cols):
-            out[j] += g[j]
-        g += cols
-
 
 def add_row(cnp.ndarray x, cnp.ndarray b, cnp.ndarray out):
     """out = x + b for x (rows, cols) and b (cols,); out may be x."""

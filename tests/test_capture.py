@@ -334,3 +334,34 @@ def test_capture_checks_its_options():
         fa.capture(3)
     with pytest.raises(ValueError, match="max_programs"):
         fa.capture(max_programs=0)(lambda: None)
+
+
+def test_the_replay_loop_refuses_an_array_of_another_layout():
+    """A kernel step trusts its pointers; the loop checks each array a slot brings first."""
+    from fastad.kernels import machine, pointwise
+    recorded = np.zeros((3, 4))
+    loop = machine.Machine(2)
+    loop.expect(0, recorded)
+    loop.arithmetic(int(pointwise.Arithmetic.ADD), 0, 2.0, np.empty((3, 4)), recorded,
+                    recorded, None)
+    loop.run([np.ones((3, 4)), None], None)  # the layout it was made for
+    for wrong in [np.ones((4, 3)), np.ones((3, 4), np.float32), np.ones((3, 8))[:, ::2],
+                  np.asfortranarray(np.ones((3, 4))), [1.0] * 12]:
+        with pytest.raises(RuntimeError, match="layout"):
+            loop.run([wrong, None], None)
+
+
+def test_common_training_steps_replay_without_python():
+    """What the plan lowers (a test that fails when a lowering silently stops applying):
+    an MLP training step with SGD or Adam runs as kernel steps, with Python only for
+    the loss's label check and reduction, the optimizer's update and the .grad hand-off."""
+    trainer = Trainer(OPTIMIZERS["adam"], capture=True)
+    rng = np.random.default_rng(9)
+    for _ in range(3):
+        trainer.step(*batch(rng, 8))
+    (program,) = trainer.step._programs[next(iter(trainer.step._programs))]
+    kinds = dict.fromkeys(kind for kind, _ in program.steps)
+    assert "python" not in kinds, program.steps
+    kernels = [name for kind, name in program.steps if kind == "kernel"]
+    assert {"gemm_into", "_gemm_transposed_a", "_gemm_transposed_b", "add_row",
+            "relu_grad", "column_sum"} <= set(kernels), kernels

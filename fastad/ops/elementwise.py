@@ -24,6 +24,7 @@ def _elementwise(name, compute, grad, saves):
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"{name}(x), elementwise."
+    op.compute = compute  # what fa.capture's replay calls
     return op
 
 

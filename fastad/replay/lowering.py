@@ -75,6 +75,9 @@ def arithmetic(context, a, b):
     dtype = y.dtype
     av, bv = _value(a, dtype), _value(b, dtype)
     name = context.result._made_by.op_name
+    for operand in context.saved[0][2:4]:  # the saved operands a Python number became
+        if isinstance(operand, np.generic):
+            context.same(operand, operand)
     if isinstance(av, np.ndarray) and isinstance(bv, np.ndarray):
         if av.shape == bv.shape and _flat(av, bv, y):
             context.call(pointwise.arithmetic_into, ARITHMETIC[name], context.read(a),
@@ -103,6 +106,22 @@ def activation(context, x):
     kernel = pointwise.sigmoid if context.result._made_by.op_name == "sigmoid" else \
         pointwise.relu
     context.call(kernel, context.read(x), context.buffer(y))
+
+
+UNARY = ("neg", "exp", "sqrt", "abs", "tanh", "square", "log1p")
+
+
+@lowers(*(REGISTRY[name] for name in UNARY))
+def unary(context, x):
+    """A NumPy ufunc of one Tensor, called as the op does (it allocates the result)."""
+    if not isinstance(x, Tensor) or x.ndim == 0:
+        raise Unsupported("a non-Tensor or 0-d input (the op saves NumPy's scalar)")
+    context.call(_value_of, context.function.compute, context.read(x),
+                 result=context.result._value)
+
+
+def _value_of(compute, x):
+    return np.asarray(compute(x))  # as record(): NumPy's 0-d math returns scalars
 
 
 @lowers(REGISTRY["matmul"])
@@ -210,12 +229,69 @@ def cross_entropy_vjp(context, vjp, g, saved, out):
                  scale, buffer, accumulate)
 
 
+@lowers(("vjp", "add"), ("vjp", "sub"), ("vjp", "mul"))
+def arithmetic_vjp(context, vjp, g, saved, out):
+    """add's, sub's and mul's backward without broadcasting (the bias pattern's column
+    sum aside): g itself, or g times the other operand, stored or added in place."""
+    _, _, a, b, _ = saved
+    name = vjp.op_name
+    for i, (result, adjoint, shape) in enumerate(zip(context.result, out, saved[:2])):
+        if adjoint is SKIP:
+            continue
+        if name == "mul":
+            partial = (pointwise.Arithmetic.MUL, g, b if i == 0 else a)
+        elif name == "sub" and i == 1:
+            raise Unsupported("-g")  # np.negative flips a NaN's sign, a product may not
+        else:
+            partial = None  # g itself
+        if g.shape == shape:
+            _contribute(context, result, adjoint, g, partial)
+        elif (partial is None and g.ndim == 2 and len(shape) == 1 and g.shape[1] == shape[0]
+              and g.flags.c_contiguous):
+            context.call(pointwise.column_sum, context.read(g),
+                         *context.target(result, adjoint if adjoint is not None
+                                         and adjoint.flags.c_contiguous else None))
+        else:
+            raise Unsupported("broadcasting")
+
+
+def _contribute(context, result, adjoint, g, partial):
+    """protocol.contribute(adjoint, partial): the first contribution kept as it is, later
+    ones added into the adjoint in place. partial is None for g itself, else
+    (op, g, operand) for a pointwise.arithmetic of g with an operand of its layout or a
+    scalar."""
+    if partial is not None:
+        op, _, operand = partial
+        if isinstance(operand, np.ndarray):
+            if operand.shape != g.shape:
+                raise Unsupported("a broadcast operand")
+            _flat(g, operand)
+        elif not isinstance(operand, np.floating):
+            raise Unsupported("an operand of another kind")
+    if adjoint is None:
+        if partial is None:
+            context.same(result, context.read(g))
+        else:
+            context.call(pointwise.arithmetic_into, op, context.read(g), context.read(operand),
+                         context.buffer(result))
+        return
+    _flat(adjoint, g)
+    if partial is None:
+        term = context.read(g)
+    else:
+        term = context.scratch(g.shape, g.dtype)
+        context.call(pointwise.arithmetic_into, op, context.read(g), context.read(operand),
+                     term)
+    target = context.read(adjoint)
+    context.call(np.add, target, term, target)
+
+
 def _vjp_call(vjp, g, saved, *out):
     return vjp(g, saved, out)
 
 
-@lowers(*(("vjp", name) for name in ("add", "sub", "mul", "div", "sum", "mean",
-                                    "transpose", "reshape", "log_softmax", "tanh", "exp")))
+@lowers(*(("vjp", name) for name in ("div", "sum", "mean", "transpose", "reshape",
+                                    "log_softmax", "log", *UNARY)))
 def vjp_as_called(context, vjp, g, saved, out):
     """The vjp itself, called on the slots (its Python, without a Tensor or the sweep)."""
     context.call(_vjp_call, vjp, context.read(g), context.read(saved),

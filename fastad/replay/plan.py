@@ -259,8 +259,7 @@ class Lowering:
 
     def alias_outputs(self, step):
         """Bind the step's outputs that are objects it read (an adjoint passed through,
-        an operand kept for the backward) to what was read, and the scalars it saved
-        (constants, as lowerings take only Python numbers) to themselves."""
+        an operand kept for the backward) to what was read."""
         by_memory = {_memory(obj): value for obj, value in self.read_arrays}
         for slot in _output_slots(step):
             if slot in self.plan.bound:
@@ -270,8 +269,6 @@ class Lowering:
                 self.same(obj, self.read_objects[id(obj)])
             elif isinstance(obj, np.ndarray) and _memory(obj) in by_memory:
                 self.same(obj, by_memory[_memory(obj)])  # a view the op took of an input
-            elif isinstance(obj, np.generic):
-                self.same(obj, obj)
 
     def _bound(self, slot):
         fixed = self.plan.objects[slot]

@@ -6,6 +6,7 @@ from ..core.modes import set_capture
 from ..core.tensor import make_tensor
 from .recorder import Recorder, module_state
 from .lowering import LOWERINGS
+from .native import compile_steps
 from .plan import Plan, Everything
 from .slots import detached, materialize, reads, store, stores
 
@@ -39,8 +40,11 @@ class Program:
 
     def __init__(self, recorder, arguments, output, lower=True):
         plan = Plan(recorder, arguments, output, LOWERINGS if lower else {})
-        self.instructions = plan.instructions
         self.fixed = plan.objects   # the plan's buffers and constants; None: set by a replay
+        recorded = list(recorder.objects) + [None] * (len(plan.objects) - len(recorder.objects))
+        for slot, tensor in plan.live.values():
+            recorded[slot] = tensor._value
+        self.machine, self.steps = compile_steps(plan.instructions, recorded)
         self.live = tuple(plan.live.values())
         self.fresh = tuple(plan.fresh)
         self.arguments = stores(arguments, Everything())  # where a call's (args, kwargs) go
@@ -69,8 +73,7 @@ class Program:
         replayer = Replayer()
         previous = set_capture(replayer)
         try:
-            for instruction in self.instructions:
-                instruction.run(objects, replayer)
+            self.machine.run(objects, replayer)
         finally:
             set_capture(previous)
         for slot in self.copied:
