@@ -6,7 +6,7 @@ import numpy as np
 from ..kernels import machine, pointwise
 from ..ops.linalg import gemm_into
 from .lowering import _gemm_transposed_a, _gemm_transposed_b
-from .plan import Instruction, Slot
+from .plan import Instruction
 
 
 def compile_steps(instructions, recorded):
