@@ -26,8 +26,12 @@ class Module:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        # assignments of other attributes than `training`: part of fa.capture's guard
+        object.__setattr__(self, "_changes", 0)
 
     def __setattr__(self, name, value):
+        if name != "training":
+            object.__setattr__(self, "_changes", self.__dict__.get("_changes", 0) + 1)
         registry = self.__dict__.get("_parameters")
         if registry is None:
             if isinstance(value, (Parameter, Module)):
@@ -43,6 +47,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        object.__setattr__(self, "_changes", self._changes + 1)
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)

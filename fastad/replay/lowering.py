@@ -155,6 +155,19 @@ def transpose(context, x, *axes):
         context.same(context.result._value, value.T)
 
 
+@lowers(("vjp", "transpose"))
+def transpose_vjp(context, vjp, g, saved, out):
+    (inverse,) = saved
+    (result,) = context.result
+    if out[0] is not None:
+        raise Unsupported("a transposed contribution added in place")
+    value = context.read(g)
+    if type(value) is Slot:
+        context.call(np.transpose, value, inverse, result=result)
+    else:
+        context.same(result, value.transpose(inverse))
+
+
 @lowers(REGISTRY["cross_entropy"])
 def cross_entropy(context, logits, labels, reduction="mean"):
     probs, own_labels, _ = context.saved[0]
@@ -290,7 +303,7 @@ def _vjp_call(vjp, g, saved, *out):
     return vjp(g, saved, out)
 
 
-@lowers(*(("vjp", name) for name in ("div", "sum", "mean", "transpose", "reshape",
+@lowers(*(("vjp", name) for name in ("div", "sum", "mean", "reshape",
                                     "log_softmax", "log", *UNARY)))
 def vjp_as_called(context, vjp, g, saved, out):
     """The vjp itself, called on the slots (its Python, without a Tensor or the sweep)."""

@@ -56,8 +56,8 @@ class Program:
 
     def applies(self):
         """Whether the state this program was recorded in still holds: the tensors it
-        reads from outside still require (or not) a gradient, and each module it called
-        has the same training mode, parameters and submodules."""
+        reads from outside still require (or not) a gradient, and no attribute of a
+        module it called was assigned since."""
         return (all(t.requires_grad == wanted for t, wanted in self.leaves)
                 and all(module_state(m) == state for m, state in self.modules))
 

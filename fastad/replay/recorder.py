@@ -170,10 +170,9 @@ class Recorder:
 
 
 def module_state(module):
-    """What a recorded program assumes of a module it called: its training mode and the
-    identity of its parameters and submodules."""
-    return (module.training, tuple(map(id, module._parameters.values())),
-            tuple(map(id, module._modules.values())))
+    """What a recorded program assumes of a module it called: its training mode, and that
+    none of its other attributes (parameters, submodules, settings) was assigned since."""
+    return module.training, module._changes
 
 
 def _refuse_host_view(array, recorder):
