@@ -181,6 +181,33 @@ def test_replayed_results_are_not_overwritten_by_the_next_replay():
     assert not results[-1][0].requires_grad
 
 
+def test_gradients_a_replay_leaves_are_not_overwritten_by_the_next():
+    """.grad arrays and fa.grad's results are fresh per replay, as eagerly."""
+    model = mlp()
+    params = model.parameters()
+
+    @fa.capture
+    def grads(x, y):
+        loss = fa.cross_entropy(model(x), y)
+        return fa.grad(loss, params)
+
+    @fa.capture
+    def backward(x, y):
+        model.zero_grad()
+        fa.cross_entropy(model(x), y).backward()
+
+    rng = np.random.default_rng(10)
+    kept, kept_grad = [], []
+    for _ in range(5):
+        x, y = batch(rng, 8)
+        kept.append([(g, g.copy()) for g in grads(x, y)])
+        backward(x, y)
+        kept_grad.append([(p.grad, p.grad.copy()) for p in params])
+    for pairs in kept + kept_grad:
+        for array, copy in pairs:
+            assert same_bits(array, copy)
+
+
 def test_toggling_requires_grad_records_again():
     eager, captured = pair(OPTIMIZERS["sgd"])
     rng = np.random.default_rng(6)

@@ -2,7 +2,8 @@
 
 Each recorded step is either lowered (lowering.py: the step's kernels called straight
 on buffers the plan allocates once) or kept as a Python step (the recorded call made
-again, as program.py's Level-1 replay did). Slots hold a replay's objects:
+again, on Tensors over the slots). native.py then turns the instructions into the
+compiled loop's steps. Slots hold a replay's objects:
 
 - fixed: a buffer the plan owns (a lowered step's result, reused by every replay) or a
   constant, set once;
@@ -19,6 +20,7 @@ import collections
 
 import numpy as np
 
+from ..core.sweep import _deliver, _read_only, apply_vjp
 from ..core.tensor import Tensor
 from .slots import TensorRef, materialize, reads, store, stores
 
@@ -58,13 +60,12 @@ class Instruction:
             for slot in self.outputs:
                 objects[slot] = result
 
-
     def reads(self):
         return {slot for _, slot in self.patches}
 
 
 class PythonStep:
-    """A recorded call made again, on Tensors over the slots (fastad/replay/program.py)."""
+    """A recorded call made again, on Tensors over the slots."""
 
     __slots__ = ("function", "args", "kwargs", "plan", "refresh")
 
@@ -95,7 +96,6 @@ class Plan:
 
     def __init__(self, recorder, arguments, output, lowerings):
         self.recorder = recorder
-        self.objects = [None] * len(recorder.objects)
         self.slots_of = collections.defaultdict(list)  # id(recorded object) -> its slots
         for slot, obj in enumerate(recorder.objects):
             self.slots_of[id(obj)].append(slot)
@@ -118,8 +118,8 @@ class Plan:
         self.instructions = program
 
     def _build(self, python):
-        self.bound = set(slot for slot, _, _ in stores(self.arguments, range(len(self.objects))))
-        lowered = []  # (step number, instructions, slots they bind)
+        self.bound = {slot for slot, _, _ in stores(self.arguments, Everything())}
+        lowered = []  # (step number, step, its instructions or None for a Python step)
         for number, step in enumerate(self.recorder.steps):
             instructions = None if number in python else self._lower(step)
             if instructions is None:
@@ -170,17 +170,16 @@ def _escaping(steps, output, objects):
     fa.grad returns, and the function's result."""
     found = {id(objects[slot]) for slot in reads(output, set())}
     for step in steps:
-        name = step.function.__name__
-        if name == "_deliver":
+        if step.function is _deliver.__wrapped__:
             found.update(id(g) for _, g, _ in step.recorded_args[0])
-        elif name == "_read_only":
+        elif step.function is _read_only.__wrapped__:
             found.add(id(step.recorded_args[0]))
     return found
 
 
 def _key(step):
     """What selects a step's lowering: the function, or for a vjp the op it belongs to."""
-    if step.function.__name__ == "apply_vjp":
+    if step.function is apply_vjp:
         return ("vjp", step.recorded_args[0].op_name)
     return step.function
 
