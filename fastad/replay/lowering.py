@@ -345,8 +345,18 @@ def deliver(context, gradients, replaced):
     context.call(_deliver_all, context.plan.owned, *flat)
 
 
+def _owned(array, owned):
+    """Whether `array` is, or is a view of, a buffer the plan owns (a later replay
+    rewrites it)."""
+    while array is not None:
+        if id(array) in owned:
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
 def _deliver_all(owned, *flat):
-    gradients = [(leaf, g, shared or id(g) in owned)
+    gradients = [(leaf, g, shared or _owned(g, owned))
                  for leaf, g, shared in zip(flat[0::3], flat[1::3], flat[2::3])]
     _deliver.__wrapped__(gradients, {})
 
@@ -368,7 +378,7 @@ def read_only(context, buffer):
 
 
 def _read_only_of(owned, buffer):
-    return _read_only.__wrapped__(buffer.copy() if id(buffer) in owned else buffer)
+    return _read_only.__wrapped__(buffer.copy() if _owned(buffer, owned) else buffer)
 
 
 # --- effects: optimizer updates and zeroed gradients -----------------------------------

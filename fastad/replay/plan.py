@@ -166,14 +166,19 @@ class Plan:
 
 
 def _escaping(steps, output, objects):
-    """ids of the recorded arrays a replay hands out: gradients put in `.grad`, those
-    fa.grad returns, and the function's result."""
-    found = {id(objects[slot]) for slot in reads(output, set())}
+    """ids of the recorded arrays a replay hands out (gradients put in `.grad`, those
+    fa.grad returns, the function's result) and of the arrays they are views of."""
+    handed_out = [objects[slot] for slot in reads(output, set())]
     for step in steps:
         if step.function is _deliver.__wrapped__:
-            found.update(id(g) for _, g, _ in step.recorded_args[0])
+            handed_out += [g for _, g, _ in step.recorded_args[0]]
         elif step.function is _read_only.__wrapped__:
-            found.add(id(step.recorded_args[0]))
+            handed_out.append(step.recorded_args[0])
+    found = set()
+    for array in handed_out:
+        while array is not None:
+            found.add(id(array))
+            array = getattr(array, "base", None)
     return found
 
 
