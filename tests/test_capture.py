@@ -266,6 +266,21 @@ def test_modes_are_part_of_the_signature():
     assert forward.cache_info().recordings == 2
 
 
+def test_log_of_a_softmax_under_no_grad_follows_the_new_input():
+    """log(softmax(x)) reads softmax's logits through a detached view: a replay must give
+    it the new call's logits, not the recorded ones."""
+    @fa.capture
+    def log_probs(x):
+        with fa.no_grad():
+            return fa.log(fa.softmax(x))
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        x = rng.standard_normal((3, 4))
+        with fa.no_grad():
+            expected = fa.log_softmax(fa.tensor(x)).value
+        assert same_bits(log_probs(x).value, expected)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered in log")
 def test_anomaly_mode_replays_its_checks():
     w = fa.Parameter(np.ones(3))

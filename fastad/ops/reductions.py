@@ -35,6 +35,10 @@ def summed(value, axes, keepdims):
     return np.asarray(value.sum(axis=axes, keepdims=keepdims))
 
 
+def averaged(value, axes, keepdims):
+    return np.asarray(value.mean(axis=axes, keepdims=keepdims))
+
+
 @vjp_of("sum")
 def sum_vjp(g, saved, out):
     shape, kept = saved
@@ -46,7 +50,7 @@ def mean(x, axis=None, keepdims=False):
     """Mean over `axis` (None: all; an int or a tuple)."""
     x = as_tensor("mean", x)
     axes = _axes("mean", axis, x.ndim)
-    value = np.asarray(x.value.mean(axis=axes, keepdims=keepdims))
+    value = averaged(x.value, axes, keepdims)
     count = int(np.prod([x.shape[a] for a in axes]))
     return record(mean_vjp, value, (x,), (x.shape, _kept_shape(x.shape, axes), count))
 

@@ -19,7 +19,7 @@ from ..optim.optimizers import Optimizer
 from ..ops.linalg import _fits_blas, _product_order, gemm_into
 from ..ops.losses import _labels, _reduce_losses, _row_scale
 from ..ops.protocol import order_of
-from ..ops.reductions import summed
+from ..ops.reductions import averaged, summed
 from .plan import Slot, Unsupported
 
 LOWERINGS = {}
@@ -182,14 +182,36 @@ def cross_entropy(context, logits, labels, reduction="mean"):
                  result=context.result._value)
 
 
-@lowers(REGISTRY["sum"])
-def sum_(context, x, axis=None, keepdims=False):
-    if not isinstance(x, Tensor):
-        raise Unsupported("a sum of a non-Tensor")
-    if axis is not None:
-        raise Unsupported("a sum over some axes")
-    context.call(summed, context.read(x), tuple(range(x.ndim)), keepdims,
+@lowers(REGISTRY["sum"], REGISTRY["mean"])
+def reduction(context, x, axis=None, keepdims=False):
+    """A sum or mean over all axes, by the NumPy call the op makes."""
+    if not isinstance(x, Tensor) or axis is not None:
+        raise Unsupported("a reduction of a non-Tensor, or over some axes")
+    reduce = summed if context.function is REGISTRY["sum"].__wrapped__ else averaged
+    context.call(reduce, context.read(x), tuple(range(x.ndim)), keepdims,
                  result=context.result._value)
+
+
+@lowers(REGISTRY["softmax"], REGISTRY["log_softmax"])
+def rowwise(context, x, axis=-1):
+    """softmax or log_softmax along the last axis of a C-contiguous Tensor."""
+    y = context.result._value
+    if not isinstance(x, Tensor) or axis not in (-1, x.ndim - 1) or \
+            not x._value.flags.c_contiguous:
+        raise Unsupported("another axis or layout")
+    kernel = rows.softmax if context.result._made_by.op_name == "softmax" else rows.log_softmax
+    context.call(kernel, context.read(x), context.buffer(y))
+
+
+@lowers(("vjp", "softmax"), ("vjp", "log_softmax"))
+def rowwise_vjp(context, vjp, g, saved, out):
+    y, axis = saved
+    if axis != y.ndim - 1 or not (y.flags.c_contiguous and g.flags.c_contiguous):
+        raise Unsupported("another axis or layout")
+    kernel = rows.softmax_grad if vjp.op_name == "softmax" else rows.log_softmax_grad
+    (result,) = context.result
+    adjoint = out[0] if out[0] is not None and out[0].flags.c_contiguous else None
+    context.call(kernel, context.read(g), context.read(y), *context.target(result, adjoint))
 
 
 # --- backward -----------------------------------------------------------------------
@@ -303,8 +325,7 @@ def _vjp_call(vjp, g, saved, *out):
     return vjp(g, saved, out)
 
 
-@lowers(*(("vjp", name) for name in ("div", "sum", "mean", "reshape",
-                                    "log_softmax", "log", *UNARY)))
+@lowers(*(("vjp", name) for name in ("div", "sum", "mean", "reshape", "log", *UNARY)))
 def vjp_as_called(context, vjp, g, saved, out):
     """The vjp itself, called on the slots (its Python, without a Tensor or the sweep)."""
     context.call(_vjp_call, vjp, context.read(g), context.read(saved),

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.sweep import _deliver, _read_only, apply_vjp
 from ..core.tensor import Tensor
+from .recorder import memory
 from .slots import TensorRef, materialize, reads, store, stores
 
 
@@ -264,15 +265,15 @@ class Lowering:
     def alias_outputs(self, step):
         """Bind the step's outputs that are objects it read (an adjoint passed through,
         an operand kept for the backward) to what was read."""
-        by_memory = {_memory(obj): value for obj, value in self.read_arrays}
+        by_memory = {memory(obj): value for obj, value in self.read_arrays}
         for slot in _output_slots(step):
             if slot in self.plan.bound:
                 continue
             obj = self.plan.recorder.objects[slot]
             if id(obj) in self.read_objects:
                 self.same(obj, self.read_objects[id(obj)])
-            elif isinstance(obj, np.ndarray) and _memory(obj) in by_memory:
-                self.same(obj, by_memory[_memory(obj)])  # a view the op took of an input
+            elif isinstance(obj, np.ndarray) and memory(obj) in by_memory:
+                self.same(obj, by_memory[memory(obj)])  # a view the op took of an input
 
     def _bound(self, slot):
         fixed = self.plan.objects[slot]
@@ -336,11 +337,6 @@ class Lowering:
             slots_of.get(id(result), ()) if result is not None else ()
         self.instructions.append(Instruction(function, args, outputs))
         self.plan.bound.update(outputs)
-
-
-def _memory(array):
-    """An array's memory and layout: two arrays with equal ones are views of each other."""
-    return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype)
 
 
 def _identity(x):

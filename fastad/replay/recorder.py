@@ -128,7 +128,12 @@ class Recorder:
     def _tensor_template(self, t):
         slot = self.tensors.get(id(t))
         if slot is None:
-            slot = self.computed.get(id(t._value))  # e.g. t.detach() of a computed tensor
+            slot = self.computed.get(id(t._value))
+        if slot is None:  # t.detach() of a computed tensor: a full view of its array
+            base = t._value.base
+            if (isinstance(base, np.ndarray) and id(base) in self.computed
+                    and memory(base) == memory(t._value)):
+                slot = self.computed[id(base)]
         if slot is None:  # a parameter, or another tensor made outside the function
             self.leaves[id(t)] = (t, t.requires_grad)
             return t
@@ -173,6 +178,11 @@ def module_state(module):
     """What a recorded program assumes of a module it called: its training mode, and that
     none of its other attributes (parameters, submodules, settings) was assigned since."""
     return module.training, module._changes
+
+
+def memory(array):
+    """An array's memory and layout: two arrays with equal ones are views of each other."""
+    return array.__array_interface__["data"][0], array.shape, array.strides, array.dtype
 
 
 def _refuse_host_view(array, recorder):
