@@ -190,3 +190,15 @@ def test_the_core_imports_no_op_and_has_no_import_circle():
 
 def test_no_generated_c_beside_the_sources():
     assert not [p for p in SOURCE.rglob("*.c")], "Cython's C belongs under build/"
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists every package under fastad/: a non-editable install (pip
+    install ., a wheel) copies only those, so a missing one fails `import fastad` there
+    while the source checkout hides it."""
+    import tomllib
+    listed = set(tomllib.loads((SOURCE.parent / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(("fastad", *init.parent.relative_to(SOURCE).parts))
+             for init in SOURCE.rglob("__init__.py")}
+    assert found == listed
