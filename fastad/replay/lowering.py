@@ -51,12 +51,13 @@ def _flat(*arrays):
 
 
 def _value(operand, dtype):
-    """A Tensor's value, an array of `dtype` taken as it is, or a Python number as the op
-    takes it; Unsupported otherwise (a conversion would be a value the plan freezes)."""
+    """A Tensor's value, a C-contiguous array of `dtype` (which the op takes as it is), or
+    a Python number as the op takes it; Unsupported otherwise (the op would convert it,
+    and the plan would freeze the conversion)."""
     if isinstance(operand, Tensor):
         return operand._value
     if isinstance(operand, np.ndarray) and operand.dtype == dtype and \
-            (operand.flags.c_contiguous or operand.flags.f_contiguous):
+            operand.flags.c_contiguous:
         return operand
     if type(operand) in (int, float):
         return constant("", operand, dtype)
