@@ -44,7 +44,7 @@ DEBUG = flag("FASTAD_DEBUG")
 # The debug build leaves the tape interpreted: exact tracebacks, and CI tests both forms.
 PURE_PYTHON = DEBUG or flag("FASTAD_PURE_PYTHON")
 TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("modes", "tensor", "tape", "sweep",
-                                                      "buffers")] + [
+                                                      "gradients", "buffers")] + [
     f"fastad/ops/{name}.py" for name in ("protocol", "arithmetic", "elementwise", "softmax",
                                          "losses", "linalg", "reductions", "shapes",
                                          "indexing")]

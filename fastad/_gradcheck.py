@@ -2,7 +2,7 @@
 import numpy as np
 
 from .core.modes import no_grad
-from .core.sweep import grad
+from .core.gradients import grad
 from .core.tensor import Tensor
 
 

@@ -7,7 +7,7 @@ exception on one rank aborts the whole job instead of leaving the others waiting
 
 Gradients travel through mpi4py's buffer API (upper-case calls on the arrays
 themselves, never pickled). `DataParallel` listens to the reverse sweep
-(`fastad.core.sweep.add_listener`): the moment a parameter's gradient is final it is
+(`fastad.core.gradients.add_listener`): the moment a parameter's gradient is final it is
 copied, already divided by the number of ranks, into its bucket's flat buffer; a bucket
 whose gradients are all there starts its nonblocking in-place allreduce (buckets are
 launched in one fixed order on every rank), the sweep drives MPI's progress between
@@ -24,7 +24,7 @@ import numpy as np
 from .core.arrays import check_matches
 from .core.clock import mark_modified
 from .core.modes import is_grad_enabled
-from .core.sweep import add_listener
+from .core.gradients import add_listener
 from .core.tensor import Tensor
 from .nn import Module
 

@@ -12,7 +12,7 @@ import pytest
 import fastad as fa
 from fastad import distributed as dist
 from fastad import nn
-from fastad.core.sweep import add_listener
+from fastad.core.gradients import add_listener
 
 
 def test_importing_fastad_does_not_import_mpi4py():

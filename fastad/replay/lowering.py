@@ -9,7 +9,8 @@ backward step by ("vjp", op name).
 """
 import numpy as np
 
-from ..core.sweep import _combine, _deliver, _read_only, _tell_final, _tell_progress, copy_of
+from ..core.gradients import _deliver, _read_only
+from ..core.sweep import _combine, _tell_final, _tell_progress, copy_of
 from ..core.tape import SKIP
 from ..core.tensor import Tensor, constant
 from ..kernels import pointwise, rows

@@ -20,7 +20,8 @@ import collections
 
 import numpy as np
 
-from ..core.sweep import _deliver, _read_only, apply_vjp
+from ..core.gradients import _deliver, _read_only
+from ..core.sweep import apply_vjp
 from ..core.tensor import Tensor
 from .recorder import memory
 from .slots import TensorRef, materialize, reads, store, stores
