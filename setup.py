@@ -43,8 +43,9 @@ def flag(name):
 DEBUG = flag("FASTAD_DEBUG")
 # The debug build leaves the tape interpreted: exact tracebacks, and CI tests both forms.
 PURE_PYTHON = DEBUG or flag("FASTAD_PURE_PYTHON")
-TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("modes", "tensor", "tape", "sweep",
-                                                      "gradients", "buffers")] + [
+TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("modes", "tensor", "operands",
+                                                      "tape", "sweep", "gradients",
+                                                      "buffers")] + [
     f"fastad/ops/{name}.py" for name in ("protocol", "arithmetic", "elementwise", "softmax",
                                          "losses", "linalg", "reductions", "shapes",
                                          "indexing")]

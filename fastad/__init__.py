@@ -17,7 +17,8 @@ refuse_stale_builds()  # in a source checkout, never run a compiled module older
 from .core import tensor as _tensor  # noqa: E402
 from .core.modes import detect_anomaly, enable_grad, is_grad_enabled, no_grad  # noqa: E402
 from .core.gradients import backward, grad  # noqa: E402
-from .core.tensor import Parameter, Tensor, tensor  # noqa: E402
+from .core.operands import Parameter, tensor  # noqa: E402
+from .core.tensor import Tensor  # noqa: E402
 from .ops import REGISTRY as _OPS  # noqa: E402
 
 globals().update(_OPS)  # add, matmul, sigmoid, ...: every public op, by its name

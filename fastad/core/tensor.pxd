@@ -12,6 +12,5 @@ cdef class Tensor:
 
 @cython.locals(t=Tensor)
 cpdef make_tensor(value, made_by, node)
-cpdef as_tensor(op, x)
 cpdef constant(op, x, dtype)
-cpdef tuple operands(op, a, b)
+cpdef beside(op, Tensor t, other)

@@ -1,10 +1,12 @@
-"""Tensors: an ndarray, whether it needs a gradient, and the node that made it; and the
-rules by which other operands (arrays, scalars, lists) join a Tensor in an op."""
+"""Tensors: an ndarray, whether it needs a gradient, and the node that made it; the
+checked updates of their values; and how a constant joins a Tensor in an op (the rest
+of the operand rules: operands.py)."""
 import numpy as np
 
 from .arrays import checked_assignment, to_array
 from .clock import mark_modified
 from .modes import modes, replayed, special
+from .numpy_names import COMPARISONS, NUMPY_OPERATORS, fastad_name, numpy_message
 
 # The one reference upward: fastad's public namespace, whose functions Tensor's
 # operators and methods call (`t + u` is `fa.add(t, u)`). fastad/__init__.py sets it
@@ -260,17 +262,17 @@ class Tensor:
 
     # --- NumPy: operators keep the graph, other NumPy functions name fastad's -------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        name = _NUMPY_OPERATORS.get(ufunc) if method == "__call__" and not kwargs else None
+        name = NUMPY_OPERATORS.get(ufunc) if method == "__call__" and not kwargs else None
         if name is None:
-            raise TypeError(_numpy_message(ufunc.__name__))
-        if name in _COMPARISONS:
+            raise TypeError(numpy_message(ufunc.__name__, api))
+        if name in COMPARISONS:
             self._host_read(f"np.{ufunc.__name__}(t)")
             return ufunc(*_plain_all(inputs))
         return getattr(api, name)(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
-        if _fastad_name(func.__name__) is not None:
-            raise TypeError(_numpy_message(func.__name__))
+        if fastad_name(func.__name__, api) is not None:
+            raise TypeError(numpy_message(func.__name__, api))
         self._host_read(f"np.{func.__name__}(t)")
         return func(*_plain_all(args), **_plain_all(kwargs))  # no gradient: plain values
 
@@ -334,7 +336,7 @@ def update_in_place(t, symbol, ufunc, other):
             f"'{symbol}' on a tensor that requires grad (or was computed by a recorded "
             f"op) would bypass the tape: write `x = x {symbol[:-1]} y`, or update it "
             "inside `with fa.no_grad():`")
-    _, operand, _, _ = operands(symbol, t, other)
+    operand = beside(symbol, t, other)
     shape = t._value.shape
     try:
         fits = np.broadcast_shapes(shape, np.shape(operand)) == shape
@@ -360,37 +362,7 @@ def make_tensor(value, made_by, node):
     return t
 
 
-def tensor(data, dtype=None, requires_grad=False):
-    """A leaf Tensor. float32/float64 data keep their dtype, other real data become float64.
-
-    Shares `data`'s memory when it is a C-contiguous, aligned, writeable array of the
-    target dtype (as np.asarray does), copies otherwise. Complex, object and string
-    data, and a dtype other than float32/float64, raise TypeError.
-    """
-    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
-
-
-class Parameter(Tensor):
-    """A leaf Tensor with requires_grad=True that owns a copy of `data`.
-
-    The copy means optimizer updates never write into the caller's array.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, data, dtype=None):
-        data = data.value if isinstance(data, Tensor) else data
-        super().__init__(to_array(data, dtype, copy=True, what="Parameter"), requires_grad=True)
-
-
-# --- operands: how arrays, lists and scalars join a Tensor in an op -----------------------
-
-def as_tensor(op, x):
-    """x as a Tensor (non-Tensors follow the fa.tensor rules)."""
-    if isinstance(x, Tensor):
-        return x
-    return Tensor(to_array(x, what=op))
-
+# --- how an array, a list or a scalar joins a Tensor in an op (see also operands.py) ----
 
 def constant(op, x, dtype):
     """A non-Tensor operand next to a Tensor of `dtype`.
@@ -418,28 +390,14 @@ def mixed_dtypes(op, first, second, what):
             "or cast arrays with .astype()")
 
 
-def operands(op, a, b):
-    """(a value, b value, a Tensor or None, b Tensor or None), with one shared dtype."""
-    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
-    if a_is and b_is:
-        if a._value.dtype != b._value.dtype:
-            raise TypeError(mixed_dtypes(op, a._value.dtype, b._value.dtype, "tensors"))
-        return a._value, b._value, a, b
-    if a_is:
-        return a._value, constant(op, b, a._value.dtype), a, None
-    if b_is:
-        return constant(op, a, b._value.dtype), b._value, None, b
-    # Neither is a Tensor: the array-like one becomes one, and a Python or NumPy scalar
-    # beside it takes its dtype (fa.pow(float32_array, 3) is float32, as in NumPy).
-    if _is_scalar(a) and not _is_scalar(b):
-        return operands(op, a, as_tensor(op, b))
-    if _is_scalar(b) and not _is_scalar(a):
-        return operands(op, as_tensor(op, a), b)
-    return operands(op, as_tensor(op, a), as_tensor(op, b))
-
-
-def _is_scalar(x):
-    return isinstance(x, (int, float, np.number, np.bool_))
+def beside(op, t, other):
+    """`other` as an operand of `op` beside the Tensor t: another Tensor's value (of t's
+    dtype: a mixed-dtype TypeError otherwise) or a constant (see `constant`)."""
+    if isinstance(other, Tensor):
+        if other._value.dtype != t._value.dtype:
+            raise TypeError(mixed_dtypes(op, t._value.dtype, other._value.dtype, "tensors"))
+        return other._value
+    return constant(op, other, t._value.dtype)
 
 
 # --- NumPy functions and ufuncs applied to Tensors -------------------------------------
@@ -455,30 +413,3 @@ def _plain_all(args):
     if isinstance(args, dict):
         return {k: _plain_all(v) for k, v in args.items()}
     return _plain(args)
-
-
-# The ufuncs NumPy's operators call for `ndarray OP Tensor`, and the fastad function
-# each stands for: the result is a Tensor on the tape; comparisons give plain bool arrays.
-_COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
-_NUMPY_OPERATORS = {np.add: "add", np.subtract: "sub", np.multiply: "mul",
-                    np.true_divide: "div", np.power: "pow", np.matmul: "matmul",
-                    **{getattr(np, name): name for name in _COMPARISONS}}
-
-# NumPy's names for the fastad functions that fastad names otherwise.
-_NUMPY_ALIASES = {"absolute": "abs", "negative": "neg", "subtract": "sub", "multiply": "mul",
-                  "true_divide": "div", "divide": "div", "power": "pow", "amax": "max",
-                  "amin": "min"}
-
-
-def _fastad_name(numpy_name):
-    """The public fastad function a NumPy function or ufunc stands for, or None."""
-    name = _NUMPY_ALIASES.get(numpy_name, numpy_name)
-    return name if name in api.__all__ else None
-
-
-def _numpy_message(name):
-    fastad_name = _fastad_name(name)
-    plain = f"apply np.{name} to t.value for a plain ndarray (no gradient)"
-    if fastad_name is None:
-        return f"np.{name} does not record on fastad's tape; {plain}"
-    return f"np.{name} does not record on fastad's tape: use fa.{fastad_name}, or {plain}"

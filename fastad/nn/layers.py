@@ -4,7 +4,8 @@ import numpy as np
 from .._checks import nonnegative, real
 from ..core.arrays import float_dtype
 from ..core.modes import replayed
-from ..core.tensor import Parameter, Tensor, as_tensor
+from ..core.operands import Parameter, as_tensor
+from ..core.tensor import Tensor
 from ..ops.arithmetic import add, div, mul, sub
 from ..ops.elementwise import sqrt
 from ..ops.reductions import mean

@@ -12,7 +12,8 @@ from .._checks import key_problems, writable_in_place
 from ..core.arrays import check_matches, float_dtype
 from ..core.clock import mark_modified
 from ..core.modes import modes, replayed, special
-from ..core.tensor import Parameter, Tensor
+from ..core.operands import Parameter
+from ..core.tensor import Tensor
 from ..ops.elementwise import relu, sigmoid, tanh
 from ..ops.linalg import matmul
 

@@ -1,2 +1,2 @@
-from fastad.core.tensor cimport operands
+from fastad.core.operands cimport operands
 from fastad.ops.protocol cimport contribute_reduced

@@ -2,7 +2,8 @@
 import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
-from ..core.tensor import Tensor, operands
+from ..core.operands import operands
+from ..core.tensor import Tensor
 from ..kernels import pointwise
 from .protocol import contribute_reduced, public, shape_error
 

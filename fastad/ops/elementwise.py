@@ -4,7 +4,8 @@ import numpy as np
 
 from ..core.buffers import pooled_like
 from ..core.tape import record, vjp_of
-from ..core.tensor import Tensor, as_tensor
+from ..core.operands import as_tensor
+from ..core.tensor import Tensor
 from ..kernels import pointwise
 from .protocol import contribute, dense, in_order, order_of, public
 from .softmax import log_softmax

@@ -3,7 +3,8 @@ label pick x[arange(N), y] in a compiled kernel."""
 import numpy as np
 
 from ..core.tape import record, vjp_of
-from ..core.tensor import Tensor, as_tensor
+from ..core.operands import as_tensor
+from ..core.tensor import Tensor
 from ..kernels import rows
 from .protocol import contiguous, kernel_out, own_labels, public
 

@@ -1,4 +1,4 @@
-from fastad.core.tensor cimport operands
+from fastad.core.operands cimport operands
 from fastad.ops.protocol cimport contribute, kernel_out, order_of
 
 cpdef _blas_ready(m)

@@ -7,7 +7,7 @@ from time import perf_counter
 import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
-from ..core.tensor import operands
+from ..core.operands import operands
 from ..kernels import gemm
 from .protocol import contribute, kernel_out, order_of, public, sum_to
 

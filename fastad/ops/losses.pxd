@@ -1,4 +1,4 @@
-from fastad.core.tensor cimport as_tensor
+from fastad.core.operands cimport as_tensor
 from fastad.ops.protocol cimport contiguous, kernel_out
 
 cpdef _labels(op, labels, shape)

@@ -4,7 +4,8 @@ binary_cross_entropy_with_logits."""
 import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
-from ..core.tensor import Tensor, as_tensor, operands
+from ..core.operands import as_tensor, operands
+from ..core.tensor import Tensor
 from ..kernels import pointwise, rows
 from .protocol import contiguous, contribute, dense, kernel_out, own_labels, public
 

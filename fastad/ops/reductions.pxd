@@ -1,2 +1,2 @@
-from fastad.core.tensor cimport as_tensor
+from fastad.core.operands cimport as_tensor
 from fastad.ops.protocol cimport contribute, contribute_broadcast, normalize_axis

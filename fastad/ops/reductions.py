@@ -2,7 +2,8 @@
 import numpy as np
 
 from ..core.tape import record, vjp_of
-from ..core.tensor import Tensor, as_tensor
+from ..core.operands import as_tensor
+from ..core.tensor import Tensor
 from .protocol import contribute, contribute_broadcast, normalize_axis, public
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
-from ..core.tensor import as_tensor
+from ..core.operands import as_tensor
 from .protocol import contribute, normalize_axis, public
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..core.tape import record, vjp_of
-from ..core.tensor import as_tensor
+from ..core.operands import as_tensor
 from ..kernels import rows
 from .protocol import contribute, contiguous, kernel_out, normalize_axis, public
 
