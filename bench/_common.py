@@ -12,7 +12,8 @@ in the module of its job:
 Only the standard library and NumPy are imported at import time, so memory children can
 use these without loading fastad or SciPy.
 """
-from _timing import (now, timed, interleave, in_process, in_child, alternate_blocks, median,
+from _timing import (now, timed, interleave, in_process, in_child, alternate_blocks,
+    alternate_with_child, median,
     paired_ratio, summarize, settle, minor_faults, proc_status_kb, reset_peak_rss)
 from _machine import (parser, limit_threads, apply_thread_limit, blas_info, isa_level, machine_info,
     blas_line, torch_available)

@@ -95,6 +95,18 @@ def alternate_blocks(runners, rounds, per_block, settle_seconds=0.2):
     return times
 
 
+def alternate_with_child(runners, child, rounds, per_block, settle_seconds=0.2, **timing):
+    """alternate_blocks over `runners` and, when `child` (a TorchChild, or None) is given,
+    its timings (in_child(child, **timing)); the child is closed after."""
+    try:
+        if child:
+            runners = [*runners, in_child(child, **timing)]
+        return alternate_blocks(runners, rounds, per_block, settle_seconds)
+    finally:
+        if child:
+            child.close()
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

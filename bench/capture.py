@@ -85,15 +85,9 @@ def main():
     runners = [C.in_process(tiny_cases(fa, number)),
                C.in_process(mlp_cases(fa, number, check=args.quick))]
     child = C.maybe_torch(args, "tiny", n=TINY_N, depth=TINY_DEPTH)
-    try:
-        if child:
-            runners.append(C.in_child(child, name="tiny: PyTorch eager", number=number,
-                                      warmup=10))
-        times = C.alternate_blocks(runners, rounds=-(-repeats // per_block),
-                                   per_block=per_block, settle_seconds=0.1)
-    finally:
-        if child:
-            child.close()
+    times = C.alternate_with_child(runners, child, rounds=-(-repeats // per_block),
+                                   per_block=per_block, settle_seconds=0.1,
+                                   name="tiny: PyTorch eager", number=number, warmup=10)
 
     med = {k: C.median(v) for k, v in times.items()}
     print()

@@ -74,14 +74,9 @@ def main():
         ("fastad forward under fa.no_grad()", C.timed(fastad_no_grad, number)),
     ])]
     child = C.maybe_torch(args, "tiny", n=N, depth=depth)
-    try:
-        if child:
-            runners.append(C.in_child(child, number=number, warmup=10))
-        times = C.alternate_blocks(runners, rounds=-(-repeats // per_block),
-                                   per_block=per_block, settle_seconds=0.1)
-    finally:
-        if child:
-            child.close()
+    times = C.alternate_with_child(runners, child, rounds=-(-repeats // per_block),
+                                   per_block=per_block, settle_seconds=0.1,
+                                   number=number, warmup=10)
 
     med = {k: C.median(v) for k, v in times.items()}
     m_fa = med["fastad forward + grad"]
