@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from .core.tensor import Tensor
+from ..core.tensor import Tensor
 
 __all__ = ["save", "load"]
 
