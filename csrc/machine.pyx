@@ -59,7 +59,7 @@ cdef class Machine:
     cdef char** pointers      # per slot: its array's data, for the slots kernels use
     cdef list calls           # the Python instructions of the call steps
     cdef list loads_after     # per call: the slots it sets that kernel steps read
-    cdef dict expected        # slot -> the recorded array (its layout) kernels assume
+    cdef dict expected        # slot -> the layout kernels assume (see `layout`)
     cdef list kept            # the fixed arrays whose pointers the steps hold
 
     def __cinit__(self, Py_ssize_t slot_count):
@@ -95,10 +95,11 @@ cdef class Machine:
         return step
 
     def expect(self, Py_ssize_t slot, cnp.ndarray recorded not None):
-        """Kernel steps use `slot`, which holds an array laid out as `recorded`."""
+        """Kernel steps use `slot`, which holds an array laid out as `recorded` (only its
+        layout is kept, not the array)."""
         if not 0 <= slot < self.slot_count:
             raise IndexError(f"machine: slot {slot} out of range")
-        self.expected[slot] = recorded
+        self.expected[slot] = layout(recorded)
 
     cdef _operand(self, Step* step, int i, operand, cnp.ndarray recorded):
         """Operand i: a slot number (expected before) or a fixed array; `recorded` gives
@@ -213,25 +214,20 @@ cdef class Machine:
 
     cdef _load(self, list objects, Py_ssize_t slot):
         value = objects[slot]
-        recorded = self.expected[slot]
-        if not (isinstance(value, cnp.ndarray) and same_layout(<cnp.ndarray>value, recorded)):
+        expected = self.expected[slot]
+        if not (isinstance(value, cnp.ndarray) and layout(<cnp.ndarray>value) == expected):
             raise RuntimeError(
                 f"fa.capture: a replay found {type(value).__name__} "
                 f"{getattr(value, 'shape', '')} where the program was made for an array "
-                f"of shape {recorded.shape} and dtype {recorded.dtype} in its layout")
+                f"of shape {expected[0]} and dtype {expected[1]} in its layout")
         self.pointers[slot] = <char*>cnp.PyArray_DATA(<cnp.ndarray>value)
 
 
-cdef bint same_layout(cnp.ndarray a, cnp.ndarray b) noexcept:
-    """One dtype, one shape, and the same C- and F-contiguity."""
-    cdef int d
-    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(b) or a.ndim != b.ndim:
-        return False
-    for d in range(a.ndim):
-        if a.shape[d] != b.shape[d]:
-            return False
-    return (cnp.PyArray_IS_C_CONTIGUOUS(a) == cnp.PyArray_IS_C_CONTIGUOUS(b)
-            and cnp.PyArray_IS_F_CONTIGUOUS(a) == cnp.PyArray_IS_F_CONTIGUOUS(b))
+cdef tuple layout(cnp.ndarray a):
+    """What a kernel step assumes of an array: shape, dtype, C- and F-contiguity."""
+    cdef object array = a  # its Python-level shape (a tuple)
+    return (array.shape, a.dtype, cnp.PyArray_IS_C_CONTIGUOUS(a),
+            cnp.PyArray_IS_F_CONTIGUOUS(a))
 
 
 cdef inline char* operand(Step* step, int i, char** pointers) noexcept nogil:
