@@ -133,17 +133,21 @@ def arithmetic(ArithmeticOp op, a, b):
     its dtype (the array C- or F-contiguous in either case). Any other operands give
     None: the caller broadcasts with NumPy."""
     if type(a) is cnp.ndarray and type(b) is cnp.ndarray and same_layout(a, b):
-        return arithmetic_into(op, a, b, new_like(a))
+        return arithmetic_to(op, a, b, new_like(a))
     if type(a) is cnp.ndarray and is_scalar_for(b, a):
-        return arithmetic_into(op, a, b, new_like(a))
+        return arithmetic_to(op, a, b, new_like(a))
     if type(b) is cnp.ndarray and is_scalar_for(a, b):
-        return arithmetic_into(op, a, b, new_like(b))
+        return arithmetic_to(op, a, b, new_like(b))
     return None
 
 
 def arithmetic_into(ArithmeticOp op, a, b, cnp.ndarray out):
     """out = a op b for operands `arithmetic` accepts (the caller has checked them); out
     is laid out like the array operand, and may be it."""
+    return arithmetic_to(op, a, b, out)
+
+
+cdef cnp.ndarray arithmetic_to(ArithmeticOp op, a, b, cnp.ndarray out):
     cdef bint a_scalar = type(a) is not cnp.ndarray, b_scalar = type(b) is not cnp.ndarray
     cdef double scalar = a if a_scalar else b if b_scalar else 0
     cdef index_t size = cnp.PyArray_SIZE(out)
