@@ -469,15 +469,16 @@ def test_sampler_epochs_reshuffle_and_match_pytorch_layout():
 
 def test_default_communicator_is_initialized_once(monkeypatch):
     # A second implicit init() would reset the BLAS threads the user chose.
+    from fastad.distributed import backend
     comm = World(1).comms()[0]
-    monkeypatch.setattr(dist, "_state", {"comm": None, "backend": None, "threads": None})
+    monkeypatch.setattr(backend, "_state", {"comm": None, "backend": None, "threads": None})
     calls = []
     real_init = dist.init
 
     def counting_init(*args, **kwargs):
         calls.append(1)
         return real_init(comm, blas_threads=None)
-    monkeypatch.setattr(dist, "init", counting_init)
+    monkeypatch.setattr(backend, "init", counting_init)
     dist.DataParallel(mlp(0))
     np.testing.assert_array_equal(dist.all_reduce(np.ones(2)), [1, 1])
     assert len(dist.DistributedSampler(10)) == 10
