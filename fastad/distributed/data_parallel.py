@@ -89,10 +89,11 @@ class DataParallel(Module):
     objects, same names).
 
     Gradients are reduced in buckets of about `bucket_mb` MB (the first at most 1 MB, so
-    communication starts early), filled in the reverse of `model.parameters()` order: the
-    order in which a feed-forward model's gradients become final. A parameter the loss
-    did not use contributes zeros. Within `no_sync()`, backward accumulates local
-    gradients only; the next synchronized backward reduces the accumulated sum.
+    communication starts early), filled in the order in which the first synchronized
+    backward's sweep makes the gradients final (rank 0's sweep), so that each bucket
+    can start while the sweep goes on. A parameter the loss did not use contributes
+    zeros. Within `no_sync()`, backward accumulates local gradients only; the next
+    synchronized backward reduces the accumulated sum.
     """
 
     def __init__(self, model, comm=None, bucket_mb=25):
@@ -120,24 +121,41 @@ class DataParallel(Module):
             backend.bcast(p.value, 0)
             mark_modified(p)
         params = [p for _, p in named]
+        for name, value in (("_params", params), ("_bucket_mb", bucket_mb),
+                            ("_ordered", False), ("_requests", []), ("_next", 0),
+                            ("_no_sync", 0), ("_forward_mode", None), ("_active", False),
+                            ("launches", [])):
+            object.__setattr__(self, name, value)
+        self._fill_buckets(list(reversed(params)))
+        object.__setattr__(self, "_listener", _Listener(self))
+
+    def _fill_buckets(self, order):
+        """Buckets of about bucket_mb MB (the first at most 1 MB, so that communication
+        starts early; one dtype each), filled with the parameters in `order`."""
         buckets = []
-        limit = min(1.0, bucket_mb) * 2**20
-        for p in reversed(params):
+        limit = min(1.0, self._bucket_mb) * 2**20
+        for p in order:
             dtype = p.value.dtype
             if (not buckets or buckets[-1].dtype != dtype
                     or (buckets[-1].count and
                         (buckets[-1].count + p.value.size) * dtype.itemsize > limit)):
                 if buckets:
-                    limit = bucket_mb * 2**20
+                    limit = self._bucket_mb * 2**20
                 buckets.append(_Bucket(dtype))
             buckets[-1].add(p)
-        where = {p: b for b in buckets for p in b.params}
-        for name, value in (("_params", params), ("_buckets", buckets), ("_where", where),
-                            ("_requests", []), ("_next", 0), ("_no_sync", 0),
-                            ("_forward_mode", None), ("_active", False),
-                            ("launches", [])):
-            object.__setattr__(self, name, value)
-        object.__setattr__(self, "_listener", _Listener(self))
+        object.__setattr__(self, "_buckets", buckets)
+        object.__setattr__(self, "_where", {p: b for b in buckets for p in b.params})
+
+    def _order_as_the_sweep(self, final_at):
+        """Rebucket the parameters in the order in which this sweep makes their gradients
+        final (it visits nodes newest first; unused parameters last; ties in reverse
+        `parameters()` order), as rank 0 sees it, so that every rank has the same buckets."""
+        index = {p: i for i, p in enumerate(self._params)}
+        ready = sorted(self._params, key=lambda p: (-final_at.get(p, -math.inf), -index[p]))
+        agreed = np.array([index[p] for p in ready], np.int64)
+        self._comm.bcast(agreed, 0)
+        if agreed.tolist() != [index[p] for b in self._buckets for p in b.params]:
+            self._fill_buckets([self._params[i] for i in agreed])
 
     # --- the wrapped model ----------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -199,6 +217,9 @@ class DataParallel(Module):
         for p in self._params:  # before anything is written (see backward)
             if p._grad is not None:
                 check_matches(p._grad, p._value, "backward: an existing .grad")
+        if not self._ordered:   # once, like PyTorch's DDP, which learns it in step 1
+            self._order_as_the_sweep(final_at)
+            object.__setattr__(self, "_ordered", True)
         for b in self._buckets:
             if b.buffer is None or any(p._grad is b.views[p] for p in b.params):
                 b.allocate()  # the previous buffer still backs someone's .grad
