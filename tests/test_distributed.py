@@ -322,6 +322,66 @@ def test_first_bucket_launches_before_the_sweep_ends():
     assert seen["first"]   # the first bucket started while the sweep was still running
 
 
+class TwoHeads(nn.Module):
+    """Uses head a or head b: a parameter the loss did not use."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.a = nn.Linear(6, 3, dtype=np.float64, rng=rng)
+        self.b = nn.Linear(6, 3, dtype=np.float64, rng=rng)
+
+    def forward(self, x, use_b):
+        return self.b(x) if use_b else self.a(x)
+
+
+class HeadFirst(nn.Module):
+    """Registers its last layer first: the reverse of parameters() is not the order in
+    which the sweep makes the gradients final."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.head = nn.Linear(16, 3, dtype=np.float64, rng=rng)
+        self.body = nn.Linear(6, 16, dtype=np.float64, rng=rng)
+
+    def forward(self, x):
+        return self.head(fa.tanh(self.body(x)))
+
+
+def test_buckets_follow_the_order_in_which_gradients_become_final():
+    X, y = data(n=12)
+    reference = HeadFirst()
+    fa.cross_entropy(reference(X), y).backward()
+
+    def rank_body(r, comm):
+        model = dist.DataParallel(HeadFirst(), comm=comm, bucket_mb=1e-4)  # a bucket each
+        before = model.bucket_params
+        for _ in range(2):
+            model.zero_grad()
+            fa.cross_entropy(model(X[r * 6:(r + 1) * 6]), y[r * 6:(r + 1) * 6]).backward()
+        return before, model.bucket_params, [p.grad.copy() for p in model.parameters()]
+
+    results, world = run_ranks(2, rank_body)
+    # parameters(): head.weight, head.bias, body.weight, body.bias
+    assert results[0][0] == [[3], [2], [1], [0]]
+    assert results[0][1] == results[1][1] == [[1], [0], [3], [2]]   # head first
+    assert [n for r, _, n in world.log if r == 0][:4] == [24, 384, 128, 768]
+    for got, want in zip(results[0][2], reference.parameters()):
+        np.testing.assert_allclose(got, want.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_ranks_whose_sweeps_differ_take_rank_0s_bucket_order():
+    def rank_body(r, comm):
+        model = dist.DataParallel(TwoHeads(), comm=comm, bucket_mb=1e-4)
+        X, y = data(r, n=4)
+        fa.cross_entropy(model(X, use_b=(r == 1)), y).backward()
+        return model.bucket_params
+
+    (order0, order1), _ = run_ranks(2, rank_body)
+    assert order0 == order1 == [[1], [0], [3], [2]]   # rank 0 used a; b's last
+
+
 def test_no_sync_accumulation_equals_a_bigger_batch():
     X, y = data(n=16)
     reference = mlp(0)
@@ -347,16 +407,6 @@ def test_no_sync_accumulation_equals_a_bigger_batch():
 
 
 def test_unused_parameter_contributes_zeros_and_does_not_hang():
-    class TwoHeads(nn.Module):
-        def __init__(self):
-            super().__init__()
-            rng = np.random.default_rng(0)
-            self.a = nn.Linear(6, 3, dtype=np.float64, rng=rng)
-            self.b = nn.Linear(6, 3, dtype=np.float64, rng=rng)
-
-        def forward(self, x, use_b):
-            return self.b(x) if use_b else self.a(x)
-
     def rank_body(r, comm):
         model = dist.DataParallel(TwoHeads(), comm=comm, bucket_mb=1e-4)
         X, y = data(r, n=4)
@@ -469,15 +519,16 @@ def test_sampler_epochs_reshuffle_and_match_pytorch_layout():
 
 def test_default_communicator_is_initialized_once(monkeypatch):
     # A second implicit init() would reset the BLAS threads the user chose.
+    from fastad.distributed import backend
     comm = World(1).comms()[0]
-    monkeypatch.setattr(dist, "_state", {"comm": None, "backend": None, "threads": None})
+    monkeypatch.setattr(backend, "_state", {"comm": None, "backend": None, "threads": None})
     calls = []
     real_init = dist.init
 
     def counting_init(*args, **kwargs):
         calls.append(1)
         return real_init(comm, blas_threads=None)
-    monkeypatch.setattr(dist, "init", counting_init)
+    monkeypatch.setattr(backend, "init", counting_init)
     dist.DataParallel(mlp(0))
     np.testing.assert_array_equal(dist.all_reduce(np.ones(2)), [1, 1])
     assert len(dist.DistributedSampler(10)) == 10

@@ -1,177 +1,20 @@
-"""Data-parallel training over MPI (mpi4py): `DataParallel`, `DistributedSampler` and a
-few collectives on NumPy arrays.
-
-Importing this module does not import mpi4py; `init()` (or the first call that needs a
-communicator) does. Run scripts as `mpiexec -n N python -m mpi4py script.py`, so that an
-exception on one rank aborts the whole job instead of leaving the others waiting.
-
-Gradients travel through mpi4py's buffer API (upper-case calls on the arrays
-themselves, never pickled). `DataParallel` listens to the reverse sweep
-(`fastad.core.gradients.add_listener`): the moment a parameter's gradient is final it is
-copied, already divided by the number of ranks, into its bucket's flat buffer; a bucket
-whose gradients are all there starts its nonblocking in-place allreduce (buckets are
-launched in one fixed order on every rank), the sweep drives MPI's progress between
-nodes, and `backward()` returns once every bucket is reduced, with each parameter's
-`.grad` a view into its bucket.
-"""
+"""DataParallel: buckets of gradients reduced by nonblocking allreduces that start while
+the reverse sweep is still running."""
 import contextlib
 import math
-import os
 import weakref
 
 import numpy as np
 
-from .core.arrays import check_matches
-from .core.clock import mark_modified
-from .core.modes import is_grad_enabled
-from .core.gradients import add_listener
-from .core.tensor import Tensor
-from .nn import Module
-
-__all__ = ["init", "DataParallel", "DistributedSampler", "all_reduce", "broadcast",
-           "barrier", "rank", "size"]
+from ..core.arrays import check_matches
+from ..core.clock import mark_modified
+from ..core.modes import is_grad_enabled
+from ..core.gradients import add_listener
+from ..nn import Module
+from .backend import _backend
 
 _ALIGN = 64  # bytes: every .grad view starts on a cache line
-_state = {"comm": None, "backend": None, "threads": None}
 
-
-# --- the communicator -----------------------------------------------------------------
-
-class _MpiBackend:
-    """The few MPI calls fastad makes, on an mpi4py communicator."""
-
-    def __init__(self, comm):
-        from mpi4py import MPI
-        self.MPI, self.comm = MPI, comm
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self._ops = {"sum": MPI.SUM, "max": MPI.MAX}
-
-    def bcast(self, array, root):
-        self.comm.Bcast(array, root=root)
-
-    def allgather(self, obj):  # small metadata only (names, shapes, dtypes)
-        return self.comm.allgather(obj)
-
-    def iallreduce(self, buffer):
-        return self.comm.Iallreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
-
-    def testall(self, requests):
-        return self.MPI.Request.Testall(requests)
-
-    def waitall(self, requests):
-        self.MPI.Request.Waitall(requests)
-
-    def allreduce(self, send, recv, op):
-        self.comm.Allreduce(send, recv, op=self._ops[op])
-
-    def barrier(self):
-        self.comm.Barrier()
-
-    def ranks_on_this_host(self):
-        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
-        try:
-            return local.Get_size()
-        finally:
-            local.Free()
-
-
-def _backend(comm):
-    """A backend for `comm`: an mpi4py communicator, or an object that already has the
-    backend's methods (the tests' in-process communicator); None: the one from init()."""
-    if comm is None:
-        if _state["backend"] is None:
-            init()
-        return _state["backend"]
-    if comm is _state["comm"]:
-        return _state["backend"]
-    if hasattr(comm, "iallreduce"):
-        return comm
-    return _MpiBackend(comm)
-
-
-def init(comm=None, blas_threads="auto"):
-    """Start MPI (if needed) and return the communicator: `comm`, or MPI.COMM_WORLD.
-
-    With `blas_threads="auto"` each rank limits BLAS to `cores // ranks on this host`
-    threads (through threadpoolctl, if installed); pass an int to choose, None to leave
-    BLAS alone.
-    """
-    if comm is None:
-        from mpi4py import MPI
-        comm = MPI.COMM_WORLD
-    backend = comm if hasattr(comm, "iallreduce") else _MpiBackend(comm)
-    _state["comm"], _state["backend"] = comm, backend
-    if blas_threads is not None:
-        if blas_threads == "auto":
-            local = backend.ranks_on_this_host() if hasattr(backend, "ranks_on_this_host") \
-                else 1
-            blas_threads = max(1, _cores() // max(1, local))
-        _limit_blas(blas_threads)
-    return comm
-
-
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _limit_blas(threads):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    _state["threads"] = threadpool_limits(limits=int(threads), user_api="blas")  # kept alive
-
-
-def rank(comm=None):
-    return _backend(comm).rank
-
-
-def size(comm=None):
-    return _backend(comm).size
-
-
-# --- collectives on the user's arrays ----------------------------------------------------
-
-def _array(array):
-    if isinstance(array, Tensor):
-        array = array.value
-    return np.asarray(array)
-
-
-def all_reduce(array, op="sum", comm=None):
-    """A new array: `array` combined over all ranks (op "sum", "mean" or "max")."""
-    if op not in ("sum", "mean", "max"):
-        raise ValueError(f"all_reduce: op must be 'sum', 'mean' or 'max', got {op!r}")
-    backend = _backend(comm)
-    send = np.ascontiguousarray(_array(array))
-    if send.dtype.kind not in "biuf":
-        raise TypeError(f"all_reduce: needs numbers, got dtype {send.dtype}")
-    recv = np.empty_like(send)
-    backend.allreduce(send, recv, "max" if op == "max" else "sum")
-    if op == "mean":
-        recv = recv / backend.size
-    return recv
-
-
-def broadcast(array, root=0, comm=None):
-    """Root's `array` on every rank (same shape and dtype everywhere). A writable
-    C-contiguous ndarray is overwritten in place and returned; otherwise a new array."""
-    backend = _backend(comm)
-    given = _array(array)
-    target = given if (type(array) is np.ndarray and given.flags.c_contiguous
-                       and given.flags.writeable) else np.array(given, order="C")
-    backend.bcast(target, root)
-    return target
-
-
-def barrier(comm=None):
-    _backend(comm).barrier()
-
-
-# --- DataParallel -------------------------------------------------------------------------
 
 class _Bucket:
     __slots__ = ("params", "offsets", "dtype", "count", "buffer", "views", "remaining",
@@ -246,10 +89,11 @@ class DataParallel(Module):
     objects, same names).
 
     Gradients are reduced in buckets of about `bucket_mb` MB (the first at most 1 MB, so
-    communication starts early), filled in the reverse of `model.parameters()` order: the
-    order in which a feed-forward model's gradients become final. A parameter the loss
-    did not use contributes zeros. Within `no_sync()`, backward accumulates local
-    gradients only; the next synchronized backward reduces the accumulated sum.
+    communication starts early), filled in the order in which the first synchronized
+    backward's sweep makes the gradients final (rank 0's sweep), so that each bucket
+    can start while the sweep goes on. A parameter the loss did not use contributes
+    zeros. Within `no_sync()`, backward accumulates local gradients only; the next
+    synchronized backward reduces the accumulated sum.
     """
 
     def __init__(self, model, comm=None, bucket_mb=25):
@@ -277,24 +121,41 @@ class DataParallel(Module):
             backend.bcast(p.value, 0)
             mark_modified(p)
         params = [p for _, p in named]
+        for name, value in (("_params", params), ("_bucket_mb", bucket_mb),
+                            ("_ordered", False), ("_requests", []), ("_next", 0),
+                            ("_no_sync", 0), ("_forward_mode", None), ("_active", False),
+                            ("launches", [])):
+            object.__setattr__(self, name, value)
+        self._fill_buckets(list(reversed(params)))
+        object.__setattr__(self, "_listener", _Listener(self))
+
+    def _fill_buckets(self, order):
+        """Buckets of about bucket_mb MB (the first at most 1 MB, so that communication
+        starts early; one dtype each), filled with the parameters in `order`."""
         buckets = []
-        limit = min(1.0, bucket_mb) * 2**20
-        for p in reversed(params):
+        limit = min(1.0, self._bucket_mb) * 2**20
+        for p in order:
             dtype = p.value.dtype
             if (not buckets or buckets[-1].dtype != dtype
                     or (buckets[-1].count and
                         (buckets[-1].count + p.value.size) * dtype.itemsize > limit)):
                 if buckets:
-                    limit = bucket_mb * 2**20
+                    limit = self._bucket_mb * 2**20
                 buckets.append(_Bucket(dtype))
             buckets[-1].add(p)
-        where = {p: b for b in buckets for p in b.params}
-        for name, value in (("_params", params), ("_buckets", buckets), ("_where", where),
-                            ("_requests", []), ("_next", 0), ("_no_sync", 0),
-                            ("_forward_mode", None), ("_active", False),
-                            ("launches", [])):
-            object.__setattr__(self, name, value)
-        object.__setattr__(self, "_listener", _Listener(self))
+        object.__setattr__(self, "_buckets", buckets)
+        object.__setattr__(self, "_where", {p: b for b in buckets for p in b.params})
+
+    def _order_as_the_sweep(self, final_at):
+        """Rebucket the parameters in the order in which this sweep makes their gradients
+        final (it visits nodes newest first; unused parameters last; ties in reverse
+        `parameters()` order), as rank 0 sees it, so that every rank has the same buckets."""
+        index = {p: i for i, p in enumerate(self._params)}
+        ready = sorted(self._params, key=lambda p: (-final_at.get(p, -math.inf), -index[p]))
+        agreed = np.array([index[p] for p in ready], np.int64)
+        self._comm.bcast(agreed, 0)
+        if agreed.tolist() != [index[p] for b in self._buckets for p in b.params]:
+            self._fill_buckets([self._params[i] for i in agreed])
 
     # --- the wrapped model ----------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -356,6 +217,9 @@ class DataParallel(Module):
         for p in self._params:  # before anything is written (see backward)
             if p._grad is not None:
                 check_matches(p._grad, p._value, "backward: an existing .grad")
+        if not self._ordered:   # once, like PyTorch's DDP, which learns it in step 1
+            self._order_as_the_sweep(final_at)
+            object.__setattr__(self, "_ordered", True)
         for b in self._buckets:
             if b.buffer is None or any(p._grad is b.views[p] for p in b.params):
                 b.allocate()  # the previous buffer still backs someone's .grad
@@ -428,57 +292,3 @@ def _first_difference(ours, theirs):
         if a != b:
             return f"{a[0]} {a[1]} {a[2]} vs {b[0]} {b[1]} {b[2]}"
     return f"{len(ours)} vs {len(theirs)} parameters"
-
-
-# --- DistributedSampler -------------------------------------------------------------------
-
-class DistributedSampler:
-    """This rank's share of the indices 0..n-1, as torch.utils.data.DistributedSampler.
-
-    Each epoch's order is a permutation that depends only on (seed, epoch) (the
-    identity with shuffle=False); it is padded by repeating its start (or, with
-    drop_last=True, cut) to a multiple of the number of ranks, and rank r takes every
-    size-th index starting at r: the shares are disjoint except for the padding, cover
-    the data, and all have `len(sampler)` indices. Call `set_epoch(epoch)` before each
-    epoch to reshuffle.
-    """
-
-    def __init__(self, n, shuffle=True, seed=0, drop_last=False, num_replicas=None,
-                 rank=None, comm=None):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"DistributedSampler: n must be a non-negative int, got {n!r}")
-        if num_replicas is None or rank is None:
-            backend = _backend(comm)
-            num_replicas = backend.size if num_replicas is None else num_replicas
-            rank = backend.rank if rank is None else rank
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"DistributedSampler: rank {rank} is not in [0, {num_replicas})")
-        self.n, self.shuffle, self.seed, self.drop_last = int(n), shuffle, int(seed), drop_last
-        self.num_replicas, self.rank, self.epoch = int(num_replicas), int(rank), 0
-        if drop_last and self.n % self.num_replicas:
-            self.num_samples = math.ceil((self.n - self.num_replicas) / self.num_replicas)
-        else:
-            self.num_samples = math.ceil(self.n / self.num_replicas)
-        self.total_size = self.num_samples * self.num_replicas
-
-    def set_epoch(self, epoch):
-        self.epoch = int(epoch)
-
-    def indices(self):
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        else:
-            order = np.arange(self.n)
-        if not self.drop_last:
-            padding = self.total_size - self.n
-            if padding and self.n:
-                order = np.concatenate([order, np.resize(order, padding)])
-        else:
-            order = order[:self.total_size]
-        return order[self.rank:self.total_size:self.num_replicas]
-
-    def __iter__(self):
-        return iter(self.indices().tolist())
-
-    def __len__(self):
-        return self.num_samples
