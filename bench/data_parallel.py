@@ -13,12 +13,12 @@ uses 1 BLAS thread. Cases, timed per step in interleaved rounds (medians), in on
 
 Reported: samples/s of 2 ranks vs 1; DataParallel step vs the no-communication step;
 bucketed vs fused allreduce; the share of allreduce time the sweep hid
-(1 - (DataParallel step - no-comm step) / fused allreduce alone), beside the most that
-could be hidden (the allreduce time that fits between each bucket's measured launch and
-the end of the sweep, on the measured link); and a projection of the step to 8 and 64
-machines with ring allreduce under an alpha-beta model (T = 2(P-1) alpha + 2 (P-1)/P n
-beta per bucket; stated network: 25 Gb/s, 10 us), replaying the measured bucket launch
-times against the end of the sweep.
+(1 - (DataParallel step - no-comm step) / fused allreduce alone), beside the room the
+bucket launch times leave (the allreduce time that fits between each bucket's measured
+launch and the end of the sweep, on a model of the measured link); and a projection of
+the step to 8 and 64 machines with ring allreduce under an alpha-beta model
+(T = 2(P-1) alpha + 2 (P-1)/P n beta per bucket; stated network: 25 Gb/s, 10 us),
+replaying the measured bucket launch times against the end of the sweep.
 
 Run: `python bench/data_parallel.py [--quick]`, which launches the MPI jobs itself with
 the mpiexec next to this Python (and reports single-process figures only when mpi4py or
@@ -291,9 +291,10 @@ def project(step, launches, machines):
 
 
 def hideable(result, mb):
-    """The largest share of the allreduce time that the sweep could hide on the measured
-    link (one allreduce of n bytes: tiny + n (fused - tiny) / all bytes), given when the
-    buckets were launched."""
+    """About the largest share of the allreduce time that the sweep could hide, given
+    when the buckets were launched, if the link were busy from each launch on (a model
+    of the measured link: an allreduce of n bytes takes tiny + n (fused - tiny) / all
+    bytes)."""
     alpha = result["ar_tiny"]
     beta = max(0.0, result["ar_fused"] - alpha) / result["bytes"]
     return 1 - exposed(result["launches"][mb], lambda n: alpha + n * beta) / result["ar_fused"]
@@ -373,8 +374,8 @@ def main():
               f"{C.fmt_time(two[f'ar_bucketed{mb}'])} bucketed vs {C.fmt_time(two['ar_fused'])}"
               f" fused: {ratio:.2f}x (target <= 1.2x: {C.target_check(ratio, 1.2)}); "
               f"share of allreduce time hidden behind the sweep: "
-              f"{100 * min(1.0, max(0.0, hidden)):.0f}% (at most {100 * most:.0f}% could be, "
-              "given when the buckets were launched); backward() waited "
+              f"{100 * min(1.0, max(0.0, hidden)):.0f}% (the launch times leave room for "
+              f"about {100 * most:.0f}%); backward() waited "
               f"{C.fmt_time(med([r['launches'][mb] for r in twos], 'wait'))} after the sweep")
     print(f"\nprojection (alpha-beta ring allreduce, stated network {NET_BANDWIDTH * 8 / 1e9:.0f}"
           f" Gb/s, {NET_ALPHA * 1e6:.0f} us; compute = the 2-rank no-comm step, bucket "
