@@ -1,6 +1,7 @@
-"""fa.optim: SGD, Adam and AdamW (`optimizers`), and learning-rate schedules
-(`optim.lr_scheduler`), as torch.optim."""
+"""fa.optim: SGD, Adam and AdamW (`optimizers`, on the `optimizer.Optimizer` base), and
+learning-rate schedules (`optim.lr_scheduler`), as torch.optim."""
 from . import lr_scheduler
-from .optimizers import SGD, Adam, AdamW, Optimizer
+from .optimizer import Optimizer
+from .optimizers import SGD, Adam, AdamW
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]

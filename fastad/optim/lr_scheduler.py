@@ -16,7 +16,7 @@ import types
 
 from .._checks import count, flag, key_problems, nonnegative, positive, real
 from ..core.modes import replayed
-from .optimizers import Optimizer
+from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LambdaLR"]
 

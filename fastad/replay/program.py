@@ -5,6 +5,7 @@ import numpy as np
 from ..core.modes import set_capture
 from ..core.tensor import make_tensor
 from .recorder import Recorder, module_state
+from . import lowering_steps  # noqa: F401  (importing it registers its lowerings)
 from .lowering import LOWERINGS
 from .native import compile_steps
 from .plan import Plan, Everything

@@ -1,0 +1,94 @@
+"""Lowerings of the recorded steps that are not ops: the sweep's own (its seed, the
+accumulation of contributions, `.grad`, fa.grad's results, the calls to listeners) and
+effects (optimizer updates, zero_grad). See lowering.py for what a lowering is.
+
+What leaves a replay (.grad, fa.grad's results) must not be a buffer the next replay
+rewrites: those steps get copies of the plan's buffers (the values eager gives).
+"""
+import numpy as np
+
+from ..core.gradients import _deliver, _read_only
+from ..core.sweep import _combine, _tell_final, _tell_progress, copy_of
+from ..nn.modules import Module
+from ..optim.optimizer import Optimizer
+from .lowering import lowers
+from .plan import Unsupported
+
+
+# --- the sweep's own steps ----------------------------------------------------------
+
+@lowers(copy_of)
+def seed_copy(context, seed):
+    context.call(np.copyto, context.buffer(context.result), context.read(seed))
+
+
+@lowers(_combine)
+def combine(context, existing, contribution, owned):
+    if owned:  # contribution += existing, in place
+        target = context.read(contribution)
+        context.call(np.add, target, context.read(existing), target)
+        context.same(context.result, target)
+    elif existing.shape == contribution.shape:
+        context.call(np.add, context.read(existing), context.read(contribution),
+                     context.buffer(context.result))
+    else:
+        raise Unsupported("broadcast contributions")
+
+
+@lowers(_deliver)
+def deliver(context, gradients, replaced):
+    if replaced:
+        raise Unsupported("gradients a listener replaced")
+    flat = []
+    for leaf, g, shared in gradients:
+        flat += [context.tensor(leaf), context.read(g), shared]
+    context.call(_deliver_all, context.plan.owned, *flat)
+
+
+def _owned(array, owned):
+    """Whether `array` is, or is a view of, a buffer the plan owns (a later replay
+    rewrites it)."""
+    while array is not None:
+        if id(array) in owned:
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def _deliver_all(owned, *flat):
+    gradients = [(leaf, g, shared or _owned(g, owned))
+                 for leaf, g, shared in zip(flat[0::3], flat[1::3], flat[2::3])]
+    _deliver.__wrapped__(gradients, {})
+
+
+@lowers(_tell_final)
+def tell_final(context, listener, leaf, gradient):
+    context.call(_tell_final, listener, context.tensor(leaf), context.read(gradient))
+
+
+@lowers(_tell_progress)
+def tell_progress(context, listener):
+    context.call(_tell_progress, listener)
+
+
+@lowers(_read_only)
+def read_only(context, buffer):
+    context.call(_read_only_of, context.plan.owned, context.read(buffer),
+                 result=context.result)
+
+
+def _read_only_of(owned, buffer):
+    return _read_only.__wrapped__(buffer.copy() if _owned(buffer, owned) else buffer)
+
+
+# --- effects: optimizer updates and zeroed gradients -----------------------------------
+
+@lowers(Optimizer.step)
+def optimizer_step(context, optimizer):
+    context.call(optimizer.replayed_step())
+
+
+@lowers(Optimizer.zero_grad, Module.zero_grad)
+def effect(context, *args):
+    """A step that only changes state (its arguments are live objects): called as is."""
+    context.call(context.function, *(context.read(a) for a in args))
