@@ -13,6 +13,7 @@ from ..nn.modules import Module
 from ..optim.optimizer import Optimizer
 from .lowering import lowers
 from .plan import Unsupported
+from .recorder import with_bases
 
 
 # --- the sweep's own steps ----------------------------------------------------------
@@ -48,11 +49,7 @@ def deliver(context, gradients, replaced):
 def _owned(array, owned):
     """Whether `array` is, or is a view of, a buffer the plan owns (a later replay
     rewrites it)."""
-    while array is not None:
-        if id(array) in owned:
-            return True
-        array = getattr(array, "base", None)
-    return False
+    return any(id(base) in owned for base in with_bases(array))
 
 
 def _deliver_all(owned, *flat):

@@ -60,10 +60,9 @@ def _kernel_step(instruction, recorded):
     translate = TRANSLATIONS.get(instruction.function)
     if translate is None:
         return None
-    operands = []
-    for i, arg in enumerate(instruction.args):
-        slot = dict(instruction.patches).get(i)
-        operands.append(_Operand(slot, recorded[slot] if slot is not None else arg))
+    slots = dict(instruction.patches)  # argument position -> the slot it is read from
+    operands = [_Operand(slots.get(i), recorded[slots[i]] if i in slots else arg)
+                for i, arg in enumerate(instruction.args)]
     try:
         return translate(*operands)
     except _Unfit:

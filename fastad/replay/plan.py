@@ -23,7 +23,7 @@ import numpy as np
 from ..core.gradients import _deliver, _read_only
 from ..core.sweep import apply_vjp
 from ..core.tensor import Tensor
-from .recorder import memory
+from .recorder import memory, with_bases
 from .slots import TensorRef, materialize, reads, store, stores
 
 
@@ -176,12 +176,7 @@ def _escaping(steps, output, objects):
             handed_out += [g for _, g, _ in step.recorded_args[0]]
         elif step.function is _read_only.__wrapped__:
             handed_out.append(step.recorded_args[0])
-    found = set()
-    for array in handed_out:
-        while array is not None:
-            found.add(id(array))
-            array = getattr(array, "base", None)
-    return found
+    return {id(base) for array in handed_out for base in with_bases(array)}
 
 
 def _key(step):
@@ -244,11 +239,9 @@ class Lowering:
             return slot
         if id(obj) in plan.slots_of:
             raise Unsupported("a value the recording computed that no slot holds yet")
-        base = obj.base if isinstance(obj, np.ndarray) else None
-        while base is not None:
-            if id(base) in plan.slots_of:
-                raise Unsupported("a view of an array the recording computed")
-            base = getattr(base, "base", None)
+        if isinstance(obj, np.ndarray) and any(id(base) in plan.slots_of
+                                               for base in with_bases(obj.base)):
+            raise Unsupported("a view of an array the recording computed")
         return obj  # a constant
 
     def tensor(self, t):

@@ -39,8 +39,8 @@ class Program:
     """The instructions of one recorded call (plan.py), and what its replays assume
     (see `applies`)."""
 
-    def __init__(self, recorder, arguments, output, lower=True):
-        plan = Plan(recorder, arguments, output, LOWERINGS if lower else {})
+    def __init__(self, recorder, arguments, output):
+        plan = Plan(recorder, arguments, output, LOWERINGS)
         self.fixed = plan.objects   # the plan's buffers and constants; None: set by a replay
         recorded = list(recorder.objects) + [None] * (len(plan.objects) - len(recorder.objects))
         for slot, tensor in plan.live.values():

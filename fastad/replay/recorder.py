@@ -185,15 +185,19 @@ def memory(array):
     return array.__array_interface__["data"][0], array.shape, array.strides, array.dtype
 
 
+def with_bases(array):
+    """`array`, then each object it is a view of (its .base, that one's, ...)."""
+    while array is not None:
+        yield array
+        array = getattr(array, "base", None)
+
+
 def _refuse_host_view(array, recorder):
-    base = array.base
-    while base is not None:
-        if id(base) in recorder.computed:
-            raise CaptureError(
-                f"fa.capture: at {_caller()}, a NumPy view of an array computed inside "
-                f"'{recorder.name}' reaches an op; NumPy work is not recorded, so a replay "
-                "would reuse this call's values. Index the tensor with fastad instead")
-        base = getattr(base, "base", None)
+    if any(id(base) in recorder.computed for base in with_bases(array.base)):
+        raise CaptureError(
+            f"fa.capture: at {_caller()}, a NumPy view of an array computed inside "
+            f"'{recorder.name}' reaches an op; NumPy work is not recorded, so a replay "
+            "would reuse this call's values. Index the tensor with fastad instead")
 
 
 def _caller():
