@@ -433,3 +433,104 @@ def test_array_arguments_in_any_layout_follow_each_call(layout):
             continue
         loss, grad = captured(x)
         assert same_bits(loss.value, expected[0].value) and same_bits(grad, expected[1])
+
+
+# --- the hook on replayed functions (csrc/hooks.pyx) ----------------------------------
+
+def test_public_ops_look_like_the_functions_they_wrap():
+    import inspect
+    import pickle
+    for name in ("sigmoid", "matmul", "sum", "cross_entropy"):
+        op = getattr(fa, name)
+        raw = op.__wrapped__
+        assert (op.__name__, op.__qualname__, op.__doc__, op.__module__) == \
+            (raw.__name__, raw.__qualname__, raw.__doc__, raw.__module__)
+        assert inspect.signature(op) == inspect.signature(raw)
+        assert pickle.loads(pickle.dumps(op)) is op
+        assert name in repr(op)
+
+
+def test_the_hook_passes_arguments_on_unchanged_and_binds_as_a_method():
+    from fastad.core.modes import replayed
+
+    class Counter:
+        def __init__(self):
+            self.calls = []
+
+        @replayed
+        def add(self, *args, **kwargs):
+            self.calls.append((args, kwargs))
+            return len(self.calls)
+
+    counter = Counter()
+    assert counter.add(1, 2, key=3) == 1
+    assert Counter.add(counter, *range(12), a=1, b=2) == 2  # more than the hook's stack
+    assert counter.calls == [((1, 2), {"key": 3}), (tuple(range(12)), {"a": 1, "b": 2})]
+    assert Counter.__dict__["add"].__wrapped__.__name__ == "add"
+
+
+@pytest.mark.parametrize("count", [2, 12])
+def test_while_a_thread_captures_hooked_calls_are_diverted_with_their_arguments(count):
+    from fastad.kernels import hooks
+
+    def divert(function, *args, **kwargs):
+        return ("diverted", function(*args, **kwargs))
+
+    hooked = hooks.hook(lambda *args, **kwargs: (args, kwargs), divert)
+    args = tuple(range(count))
+    assert hooked(*args, k=1) == (args, {"k": 1})
+    hooks.capturing(+1)
+    try:
+        assert hooked(*args, k=1) == ("diverted", (args, {"k": 1}))
+    finally:
+        hooks.capturing(-1)
+    assert hooked(*args) == (args, {})
+
+
+def test_only_captures_divert_calls_and_the_count_returns_to_zero():
+    from fastad.kernels import hooks
+
+    with fa.no_grad(), fa.detect_anomaly():
+        assert hooks.capturing(0) == 0  # no_grad and anomaly calls go straight through
+
+    @fa.capture
+    def failing(x):
+        y = fa.sigmoid(x)
+        if float(fa.sum(y)) > 0:  # a host read: refused while recording
+            return y
+        return -y
+
+    x = fa.tensor(np.ones(3))
+    failing(x)
+    with pytest.raises(fa.CaptureError):
+        failing(x)
+    assert hooks.capturing(0) == 0
+
+
+def test_eager_calls_in_other_threads_stay_eager_while_one_thread_captures():
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    x = fa.tensor(np.linspace(-1, 1, 5), requires_grad=True)
+    expected = fa.grad(fa.sum(fa.sigmoid(x * 2.0)), x)
+
+    @fa.capture
+    def step(x):
+        started.set()
+        release.wait(5)
+        return fa.grad(fa.sum(fa.sigmoid(x * 2.0)), x)
+
+    release.set()
+    step(x)  # the eager first call
+    started.clear()
+    release.clear()
+    recording = threading.Thread(target=step, args=(x,))
+    recording.start()
+    try:
+        assert started.wait(5)
+        for _ in range(3):  # diverted, and run eagerly: this thread does not capture
+            assert same_bits(fa.grad(fa.sum(fa.sigmoid(x * 2.0)), x), expected)
+    finally:
+        release.set()
+        recording.join()
+    assert same_bits(step(x), expected)

@@ -4,6 +4,8 @@ One thread's mode never affects another thread."""
 import functools
 import threading
 
+from ..kernels import hooks
+
 
 class _Modes(threading.local):
     grad_enabled = True
@@ -40,6 +42,9 @@ def set_capture(handler):
     the one it replaces."""
     previous = modes.capture
     modes.set("capture", handler)
+    if (previous is None) != (handler is None):
+        with _count_lock:
+            hooks.capturing(1 if previous is None else -1)
     return previous
 
 
@@ -108,15 +113,15 @@ def is_grad_enabled():
 def replayed(function):
     """Marks a function whose every call a captured program makes again when it replays:
     each public op, and whatever else computes arrays or changes state for the tape (the
-    sweep's steps, optimizer updates, dropout's draws). See fastad/replay/. Outside a
-    capture it is `function` plus one check."""
-    def call(*args, **kwargs):
-        if special.count:
-            capture = modes.capture
-            if capture is not None:
-                return capture.call(function, args, kwargs)
-        return function(*args, **kwargs) if kwargs else function(*args)
+    sweep's steps, optimizer updates, dropout's draws). See fastad/replay/. While no
+    thread captures, a call goes straight to `function` (csrc/hooks.pyx)."""
+    return hooks.hook(function, _diverted)
 
-    call.__name__, call.__qualname__ = function.__name__, function.__qualname__
-    call.__doc__, call.__wrapped__ = function.__doc__, function
-    return call
+
+def _diverted(function, *args, **kwargs):
+    """A `replayed` function's call while some thread captures: to this thread's
+    recorder or replayer, if it has one."""
+    capture = modes.capture
+    if capture is not None:
+        return capture.call(function, args, kwargs)
+    return function(*args, **kwargs)

@@ -2,8 +2,10 @@
 (core/gradients.py holds the entry points that drive it, fa.grad and backward)."""
 import math
 import threading
+from operator import attrgetter
 
 import numpy as np
+from numpy import ndarray
 
 from ..kernels.signals import check_signals
 from .clock import modified_at
@@ -91,7 +93,7 @@ class Sweep:
                     contribution = grads[i]
                     if contribution is out[i]:
                         continue  # accumulated in place
-                    if type(contribution) is not np.ndarray:  # a NumPy scalar from 0-d math
+                    if type(contribution) is not ndarray:  # a NumPy scalar from 0-d math
                         contribution = (np.asarray(contribution) if capture is None else
                                         capture.call(np.asarray, (contribution,), {}))
                     if contribution is g:
@@ -220,12 +222,8 @@ def _reachable(root):
                 if type(parent) is Node:
                     nodes.append(parent)
                     stack.append(parent)
-    nodes.sort(key=_index, reverse=True)
+    nodes.sort(key=attrgetter("index"), reverse=True)
     return nodes, final_at, leaf_uses
-
-
-def _index(node):
-    return node.index
 
 
 # The sweep tells a DataParallel (or any listener, see core/gradients.py) about each
