@@ -28,3 +28,7 @@ cpdef tuple apply_vjp(vjp, g, saved, tuple out)
 
 @cython.locals(node=Node, stack=list, nodes=list, leaf_uses=list, final_at=dict)
 cpdef tuple _reachable(root)
+
+
+@cython.locals(i=Py_ssize_t, newer=Node, older=Node)
+cpdef bint _newest_first(list nodes)

@@ -10,4 +10,5 @@ cdef class Node:
 
 
 cpdef parent_of(Tensor t)
+cpdef record(vjp, value, inputs, saved=*)
 cpdef on_tape(vjp, value, inputs, saved)

@@ -18,6 +18,7 @@ modes.py), and while a capture runs, `record` hands the values it is given to th
 recorder or replayer instead of building a Node for them.
 """
 import numpy as np
+from numpy import ndarray
 
 from .clock import tick
 from .modes import modes, special
@@ -55,7 +56,7 @@ def record(vjp, value, inputs, saved=()):
 
     `inputs` are the op's operands: Tensors, or None for constants.
     """
-    if type(value) is not np.ndarray:
+    if type(value) is not ndarray:
         value = np.asarray(value)  # NumPy returns scalars, not 0-d arrays, from 0-d math
     if special.count and not modes.plain:
         if modes.anomaly:

@@ -1,2 +1,3 @@
+from fastad.core.tape cimport record
 from fastad.core.operands cimport as_tensor
 from fastad.ops.protocol cimport contribute, dense, in_order, order_of

@@ -1,3 +1,4 @@
+from fastad.core.tape cimport record
 from fastad.core.operands cimport operands
 from fastad.ops.protocol cimport contribute, kernel_out, order_of
 
