@@ -45,7 +45,7 @@ DEBUG = flag("FASTAD_DEBUG")
 PURE_PYTHON = DEBUG or flag("FASTAD_PURE_PYTHON")
 TAPE_MODULES = [f"fastad/core/{name}.py" for name in ("modes", "tensor", "operands",
                                                       "tape", "sweep", "gradients",
-                                                      "buffers")] + [
+                                                      "buffers", "clock")] + [
     f"fastad/ops/{name}.py" for name in ("protocol", "arithmetic", "elementwise", "softmax",
                                          "losses", "linalg", "reductions", "shapes",
                                          "indexing")]

@@ -14,3 +14,5 @@ cdef class Tensor:
 cpdef make_tensor(value, made_by, node)
 cpdef constant(op, x, dtype)
 cpdef beside(op, Tensor t, other)
+@cython.locals(address=size_t)
+cpdef Py_hash_t identity_hash(t)

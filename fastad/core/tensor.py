@@ -278,7 +278,7 @@ class Tensor:
 
     # Comparisons give plain boolean arrays; Tensors stay hashable by identity.
     def __hash__(self):
-        return id(self) >> 4  # by identity (compiled, a C shift; leaves key the sweep's dicts)
+        return identity_hash(self)  # leaves key the sweep's dicts
 
     def __eq__(self, other):
         self._host_read("t == u")
@@ -348,6 +348,12 @@ def update_in_place(t, symbol, ufunc, other):
     ufunc(t._value, operand, out=t._value)
     mark_modified(t)
     return t
+
+
+def identity_hash(t):
+    """A Tensor's hash: its address, as object's (compiled, C arithmetic on it)."""
+    address = id(t)
+    return address >> 4
 
 
 def make_tensor(value, made_by, node):
