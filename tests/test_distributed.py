@@ -13,6 +13,7 @@ import fastad as fa
 from fastad import distributed as dist
 from fastad import nn
 from fastad.core.gradients import add_listener
+from fastad.core.tape import SKIP
 
 
 def test_importing_fastad_does_not_import_mpi4py():
@@ -192,6 +193,39 @@ def test_hook_fires_when_each_gradient_is_final_in_sweep_order():
     positions = [i for i, e in enumerate(recorder.events) if type(e) is tuple]
     assert "progress" in recorder.events[positions[0]:positions[1]]
     np.testing.assert_array_equal(w1.grad, g1)
+
+
+def test_a_layers_weight_is_reported_before_its_input_gradient_is_computed():
+    # The matmul node's vjp is asked first for the watched weight alone, the listener
+    # hears of it, then the vjp is asked for the input: a DataParallel's allreduce of a
+    # weight runs beside the product that the layer below needs.
+    rng = np.random.default_rng(3)
+    w1, w2, x = chain(rng)
+
+    def f():
+        return fa.sum(fa.matmul(fa.sigmoid(fa.matmul(x, w1)), w2))
+    expected = fa.grad(f(), [w1, w2])
+    loss = f()
+    product = loss._node.parents[0]
+    recorder = Recorder([w1, w2])
+
+    def vjp(g, saved, out, vjp=product.vjp):
+        recorder.events.append(("vjp for", tuple(o is not SKIP for o in out)))
+        return vjp(g, saved, out)
+    vjp.op_name = product.vjp.op_name
+    product.vjp = vjp
+    remove = add_listener(recorder)
+    try:
+        loss.backward()
+    finally:
+        remove()
+    names = [("final", "w2" if e[1] is w2 else "w1") if e[0] == "final" else e
+             for e in recorder.events]
+    at = names.index(("vjp for", (False, True)))
+    assert names[at:at + 4] == [("vjp for", (False, True)), ("final", "w2"), "progress",
+                                ("vjp for", (True, False))]
+    np.testing.assert_array_equal(w1.grad, expected[0])
+    np.testing.assert_array_equal(w2.grad, expected[1])
 
 
 def test_interrupted_sweep_aborts_listener_and_leaves_grad_alone():

@@ -165,9 +165,10 @@ def add_listener(listener):
     A listener (e.g. `fastad.distributed.DataParallel`) has these methods:
     - `begin(final_at)`: called before the sweep with the sweep's {leaf or node: number of
       its earliest consumer}; returns the leaves to watch, or None to sit this sweep out.
-    - `gradient_final(leaf, gradient)`: a watched leaf's gradient is final (the sweep has
-      passed its earliest consumer). `gradient` is the sweep's buffer: read or copy it,
-      never write it or keep it.
+    - `gradient_final(leaf, gradient)`: a watched leaf's gradient is final: its earliest
+      consumer's vjp has given its part, and the rest of that vjp (e.g. a layer's input
+      gradient, beside its weight's) runs after this call. `gradient` is the sweep's
+      buffer: read or copy it, never write it or keep it.
     - `progress()`: called between nodes while the listener is active (keep it cheap).
     - `end(gradients)`: the sweep is done ({leaf: gradient} for every leaf reached); may
       return {leaf: array} to become those leaves' `.grad` instead of adding the

@@ -15,9 +15,13 @@ cdef class Sweep:
     cdef object __weakref__
 
     @cython.locals(order=list, adjoints=dict, unowned=set, node=Node, parents=tuple,
-                   out=tuple, grads=tuple, i=Py_ssize_t, position=Py_ssize_t,
-                   start=Py_ssize_t, listener=object, movable=bint, owned=bint)
+                   out=tuple, first=tuple, rest=tuple, position=Py_ssize_t,
+                   start=Py_ssize_t, listener=object, movable=bint)
     cpdef _run(self, stop, retain_graph)
+
+    @cython.locals(adjoints=dict, unowned=set, parents=tuple, grads=tuple, i=Py_ssize_t,
+                   owned=bint)
+    cpdef bint _apply(self, Node node, g, tuple out, bint movable, capture)
 
     @cython.locals(node=Node, remaining=list)
     cpdef _check_remaining(self)
@@ -32,3 +36,6 @@ cpdef tuple _reachable(root)
 
 @cython.locals(i=Py_ssize_t, newer=Node, older=Node)
 cpdef bint _newest_first(list nodes)
+
+
+cpdef _call(capture, function, tuple args)

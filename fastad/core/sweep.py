@@ -82,49 +82,28 @@ class Sweep:
                 parents = node.parents
                 out = tuple([SKIP if p is None else None if p in unowned else adjoints.get(p)
                              for p in parents])
-                if capture is None:
-                    grads = apply_vjp(node.vjp, g, node.saved, out)
+                finals = None if listener is None else self.final_after.get(node.index)
+                if finals is None:
+                    self._apply(node, g, out, movable, capture)
                 else:
-                    grads = capture.call(apply_vjp, (node.vjp, g, node.saved, out), {})
-                for i in range(len(parents)):
-                    parent = parents[i]
-                    if parent is None:
-                        continue
-                    contribution = grads[i]
-                    if contribution is out[i]:
-                        continue  # accumulated in place
-                    if type(contribution) is not ndarray:  # a NumPy scalar from 0-d math
-                        contribution = (np.asarray(contribution) if capture is None else
-                                        capture.call(np.asarray, (contribution,), {}))
-                    if contribution is g:
-                        owned, movable = movable, False  # g moves to one parent at most
-                    else:
-                        owned = contribution.base is None
-                    existing = adjoints.get(parent)
-                    if existing is None:
-                        adjoints[parent] = contribution
-                        if not owned:
-                            unowned.add(parent)
-                    else:
-                        adjoints[parent] = (
-                            _combine(existing, contribution, owned) if capture is None else
-                            capture.call(_combine, (existing, contribution, owned), {}))
-                        unowned.discard(parent)
+                    # The leaves final here (a layer's weight and bias) go first, and the
+                    # listener hears of them before the rest of the vjp (the layer's input
+                    # gradient, a product as large as the weight's) is computed: a
+                    # DataParallel starts their allreduce that much earlier.
+                    final = set(finals)  # Tensors compare elementwise: never `in` a list
+                    first = tuple([o if p in final else SKIP for p, o in zip(parents, out)])
+                    rest = tuple([SKIP if p in final else o for p, o in zip(parents, out)])
+                    movable = self._apply(node, g, first, movable, capture)
+                    for leaf in finals:
+                        _call(capture, _tell_final, (listener, leaf, adjoints[leaf]))
+                    if any([o is not SKIP for o in rest]):
+                        _call(capture, _tell_progress, (listener,))
+                        self._apply(node, g, rest, movable, capture)
                 if not retain_graph:
                     node.saved = None
                     node.released = True
                 if listener is not None:
-                    finals = self.final_after.get(node.index)
-                    if finals is not None:
-                        for leaf in finals:
-                            if capture is None:
-                                listener.gradient_final(leaf, adjoints[leaf])
-                            else:
-                                capture.call(_tell_final, (listener, leaf, adjoints[leaf]), {})
-                    if capture is None:
-                        listener.progress()
-                    else:
-                        capture.call(_tell_progress, (listener,), {})
+                    _call(capture, _tell_progress, (listener,))
                 check_signals()  # Ctrl-C stops a compiled sweep here, between two nodes
         except BaseException as error:
             # The node may be half applied: its partial gradients can never be completed.
@@ -136,6 +115,36 @@ class Sweep:
         finally:
             self.position = position
             self.released_any |= not retain_graph and position > start
+
+    def _apply(self, node, g, out, movable, capture):
+        """Run node's vjp for the inputs `out` asks for and store their contributions;
+        returns whether g may still be moved to a parent (it moves to one at most)."""
+        adjoints, unowned = self.adjoints, self.unowned
+        parents = node.parents
+        grads = (apply_vjp(node.vjp, g, node.saved, out) if capture is None else
+                 capture.call(apply_vjp, (node.vjp, g, node.saved, out), {}))
+        for i in range(len(parents)):
+            if out[i] is SKIP:
+                continue
+            parent = parents[i]
+            contribution = grads[i]
+            if contribution is out[i]:
+                continue  # accumulated in place
+            if type(contribution) is not ndarray:  # a NumPy scalar from 0-d math
+                contribution = _call(capture, np.asarray, (contribution,))
+            if contribution is g:
+                owned, movable = movable, False
+            else:
+                owned = contribution.base is None
+            existing = adjoints.get(parent)
+            if existing is None:
+                adjoints[parent] = contribution
+                if not owned:
+                    unowned.add(parent)
+            else:
+                adjoints[parent] = _call(capture, _combine, (existing, contribution, owned))
+                unowned.discard(parent)
+        return movable
 
     def _check_remaining(self):
         """Refuse, before doing any work, a sweep through a released graph or through an
@@ -184,6 +193,11 @@ def apply_vjp(vjp, g, saved, out):
             if wanted is not SKIP:
                 check_finite(contribution, f"the backward of '{vjp.op_name}'")
     return result
+
+
+def _call(capture, function, args):
+    """function(*args), through a running fa.capture if there is one."""
+    return function(*args) if capture is None else capture.call(function, args, {})
 
 
 @replayed
