@@ -8,7 +8,8 @@ Written in C because this is the cost of every op call: a Python or Cython wrapp
 takes ~700 instructions to unpack and repack the arguments (8% of a tiny op, measured
 with callgrind), this one ~60. It behaves like the function it wraps: `__name__`,
 `__qualname__`, `__doc__`, `__module__` and `__wrapped__` (so `inspect.signature`
-follows it), binding as a method when it is a class attribute, pickling by name.
+follows it), binding as a method when it is a class attribute, pickling by name,
+weak references.
 """
 
 from cpython.object cimport PyTypeObject
@@ -25,6 +26,7 @@ cdef extern from *:
         PyObject *function;
         PyObject *divert;
         PyObject *dict;
+        PyObject *weakrefs;
         vectorcallfunc vectorcall;
     } Hooked;
 
@@ -81,6 +83,7 @@ cdef extern from *:
 
     static void hooked_dealloc(PyObject *op) {
         PyObject_GC_UnTrack(op);
+        if (((Hooked *)op)->weakrefs != NULL) PyObject_ClearWeakRefs(op);
         hooked_clear(op);
         Py_TYPE(op)->tp_free(op);
     }
@@ -118,6 +121,7 @@ cdef extern from *:
         .tp_getset = hooked_getset,
         .tp_descr_get = hooked_get,
         .tp_dictoffset = offsetof(Hooked, dict),
+        .tp_weaklistoffset = offsetof(Hooked, weakrefs),
     };
 
     static PyObject *hooked_new(PyObject *function, PyObject *divert) {
@@ -128,6 +132,7 @@ cdef extern from *:
         self->function = function;
         self->divert = divert;
         self->dict = NULL;
+        self->weakrefs = NULL;
         self->vectorcall = hooked_vectorcall;
         PyObject_GC_Track((PyObject *)self);
         return (PyObject *)self;

@@ -440,6 +440,7 @@ def test_array_arguments_in_any_layout_follow_each_call(layout):
 def test_public_ops_look_like_the_functions_they_wrap():
     import inspect
     import pickle
+    import weakref
     for name in ("sigmoid", "matmul", "sum", "cross_entropy"):
         op = getattr(fa, name)
         raw = op.__wrapped__
@@ -448,6 +449,7 @@ def test_public_ops_look_like_the_functions_they_wrap():
         assert inspect.signature(op) == inspect.signature(raw)
         assert pickle.loads(pickle.dumps(op)) is op
         assert name in repr(op)
+        assert weakref.ref(op)() is op
 
 
 def test_the_hook_passes_arguments_on_unchanged_and_binds_as_a_method():
