@@ -121,6 +121,7 @@ class Sweep:
         returns whether g may still be moved to a parent (it moves to one at most)."""
         adjoints, unowned = self.adjoints, self.unowned
         parents = node.parents
+        # _call's work, spelled out: apply_vjp stays a C call (once per node per sweep)
         grads = (apply_vjp(node.vjp, g, node.saved, out) if capture is None else
                  capture.call(apply_vjp, (node.vjp, g, node.saved, out), {}))
         for i in range(len(parents)):
