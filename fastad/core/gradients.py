@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from ..kernels import views
 from .arrays import check_matches
 from .modes import replayed
 from .sweep import Sweep
@@ -114,9 +115,9 @@ def _zeros(shape, dtype):
 @replayed
 def _read_only(buffer):
     """A view of one of the sweep's buffers that the caller cannot write through, so no
-    later result of the same sweep can be changed by changing this one. It is made from
-    a read-only buffer export, so not even `view.flags.writeable = True` unlocks it."""
-    return np.asarray(memoryview(np.asarray(buffer)).toreadonly())
+    later result of the same sweep can be changed by changing this one; not even
+    `view.flags.writeable = True` unlocks it (fastad/kernels/views)."""
+    return views.read_only(np.asarray(buffer))
 
 
 def backward(output, seed=None, retain_graph=False):
