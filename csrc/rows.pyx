@@ -1,7 +1,7 @@
 # distutils: extra_compile_args = -fno-trapping-math
 """fastad's row kernels, over the last axis of a C-contiguous array: softmax and
 log-softmax and their gradients, fused softmax + cross-entropy for integer labels, and
-the label pick x[arange(n), labels] with its scatter-add.
+the label pick x[arange(n), labels] with its scatter-add; the labels' range.
 
 Each public function takes ndarrays that the Python layer has already validated:
 same dtype (float32 or float64), C-contiguous unless stated, shapes that agree. The
@@ -180,6 +180,28 @@ def log_softmax(cnp.ndarray x, cnp.ndarray out):
 def log_softmax_grad(cnp.ndarray g, cnp.ndarray y, cnp.ndarray out, bint accumulate):
     """out (+)= g - exp(y) * sum(g, axis=-1) from the saved output y."""
     rowwise_grad(LOG_SOFTMAX, g, y, out, accumulate)
+
+
+# ----------------------------------------------------------------------------
+# Labels: their range, checked before a kernel indexes with them
+# ----------------------------------------------------------------------------
+
+cdef void bounds(const index_t* labels, index_t n, index_t* low, index_t* high) noexcept nogil:
+    cdef index_t i, lo = labels[0], hi = labels[0]
+    for i in range(1, n):
+        lo = min(lo, labels[i])
+        hi = max(hi, labels[i])
+    low[0], high[0] = lo, hi
+
+
+def label_bounds(cnp.ndarray labels):
+    """(smallest, largest) of a non-empty C-contiguous intp array, in one pass."""
+    cdef index_t low, high
+    cdef const index_t* pl = <const index_t*>ptr(labels)
+    cdef index_t n = cnp.PyArray_SIZE(labels)
+    with nogil:
+        bounds(pl, n, &low, &high)
+    return low, high
 
 
 # ----------------------------------------------------------------------------

@@ -259,17 +259,19 @@ def label_cases():
     cases += [Case(f"labels-{name}", f"x = P((3, 4)); y = {labels}", "{op}(x, y)",
                    ValueError, ("{op}", shown, "(3, 4)"))
               for name, (labels, shown) in bad_shape.items()]
-    out_of_range = {
-        "equal-to-C": "np.array([0, 1, 4])",
-        "far-above": "np.array([0, 10**6, 1])",
-        "negative": "np.array([0, -1, 1])",
-        "very-negative": "np.array([0, 1, -(2**62)])",
-        "uint64-huge": "np.array([0, 1, 2**64 - 1], np.uint64)",
-        "list": "[0, 4, 1]",
-        "int8-negative": "np.array([0, -1, 1], np.int8)",
+    out_of_range = {  # the labels, and the one the message names
+        "equal-to-C": ("np.array([0, 1, 4])", "label 4 "),
+        "far-above": ("np.array([0, 10**6, 1])", "label 1000000 "),
+        "negative": ("np.array([0, -1, 1])", "label -1 "),
+        "very-negative": ("np.array([0, 1, -(2**62)])", f"label {-(2**62)} "),
+        "uint64-huge": ("np.array([0, 1, 2**64 - 1], np.uint64)", f"label {2**64 - 1} "),
+        "list": ("[0, 4, 1]", "label 4 "),
+        "int8-negative": ("np.array([0, -1, 1], np.int8)", "label -1 "),
+        "uint32-above": ("np.array([0, 2**32 - 1, 1], np.uint32)", f"label {2**32 - 1} "),
     }
     cases += [Case(f"labels-{name}", f"x = P((3, 4)); y = {labels}", "{op}(x, y)",
-                   IndexError, ("{op}",)) for name, labels in out_of_range.items()]
+                   IndexError, ("{op}", shown))
+              for name, (labels, shown) in out_of_range.items()]
     cases += [Case(f"reduction-{bad}", "x = P((3, 4)); y = [0, 1, 2]",
                    f"{{op}}(x, y, reduction={bad!r})", ValueError, ("{op}", bad))
               for bad in ("avg", "MEAN")]

@@ -10,6 +10,10 @@ from ..kernels import pointwise, rows
 from .protocol import contiguous, contribute, dense, kernel_out, own_labels, public
 
 
+# integer type codes whose every value an intp holds (not uint64, nor int64 on 32 bits)
+_FITS_INTP = frozenset(t for t in np.typecodes["AllInteger"] if np.can_cast(t, np.intp))
+
+
 def _labels(op, labels, shape):
     """Validated labels for (N, C) scores: a C-contiguous intp array of length N."""
     if len(shape) != 2:
@@ -27,11 +31,15 @@ def _labels(op, labels, shape):
     if array.shape != (n,):
         raise ValueError(f"{op}: labels have shape {array.shape}, expected ({n},) for "
                          f"scores of shape {shape}")
-    low, high = array.min(), array.max()
+    if array.dtype.char in _FITS_INTP:  # the copy the kernels get holds every value
+        own = own_labels(array)
+        low, high = rows.label_bounds(own)
+    else:  # uint64: an intp copy could wrap, so the range is checked on the array itself
+        own, low, high = None, array.min(), array.max()
     if low < 0 or high >= c:
         bad = low if low < 0 else high
         raise IndexError(f"{op}: label {bad} is out of range [0, {c})")
-    return own_labels(array)
+    return own if own is not None else own_labels(array)
 
 
 def _reduce_losses(op, losses, reduction):
