@@ -26,12 +26,17 @@ cdef inline void gemm_rowmajor(char transa, char transb, int m, int n, int k,
         dgemm(&transb, &transa, &n, &m, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc)
 
 
-cdef inline char blas_trans(cnp.ndarray x) noexcept:
-    """'n' for a C-contiguous matrix, 't' for an F-contiguous one (its transpose is C)."""
-    return b'n' if cnp.PyArray_IS_C_CONTIGUOUS(x) else b't'
+cdef struct Operand:
+    void* data
+    char trans  # 'n' or 't': how BLAS reads it as a row-major matrix
+    int ld      # its row-major leading dimension
 
 
-cdef inline int blas_ld(cnp.ndarray x) noexcept:
-    """Row-major leading dimension of x's storage."""
-    cdef index_t ld = x.shape[1] if cnp.PyArray_IS_C_CONTIGUOUS(x) else x.shape[0]
-    return <int>(ld if ld > 1 else 1)
+cdef inline Operand blas_operand(cnp.ndarray x, bint transposed) noexcept:
+    """x, or x^T, as BLAS reads it as a row-major matrix: 'n' if it is C-contiguous, 't'
+    if F-contiguous (its transpose is C). x^T is C-contiguous exactly when x is
+    F-contiguous, so the transpose needs no view."""
+    cdef bint c_order = cnp.PyArray_IS_F_CONTIGUOUS(x) if transposed else \
+        cnp.PyArray_IS_C_CONTIGUOUS(x)
+    cdef index_t ld = x.shape[0] if c_order == transposed else x.shape[1]
+    return Operand(cnp.PyArray_DATA(x), b'n' if c_order else b't', <int>(ld if ld > 1 else 1))

@@ -15,7 +15,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 from _common cimport index_t
-from gemm_kernels cimport blas_ld, blas_trans, gemm_rowmajor
+from gemm_kernels cimport Operand, blas_operand, gemm_rowmajor
 from pointwise_kernels cimport (RELU, SIGMOID, Activation, ArithmeticOp, activation_grad_kernel,
                                 activation_kernel, add_row_kernel, arithmetic_kernel,
                                 column_sum_kernel)
@@ -157,8 +157,8 @@ cdef class Machine:
         cdef Step* step = self._new(GEMM)
         step.f32 = cnp.PyArray_TYPE(rout) == cnp.NPY_FLOAT32
         step.m, step.k, step.n = <int>ra.shape[0], <int>ra.shape[1], <int>rb.shape[1]
-        step.ta, step.tb = blas_trans(ra), blas_trans(rb)
-        step.lda, step.ldb = blas_ld(ra), blas_ld(rb)
+        cdef Operand oa = blas_operand(ra, False), ob = blas_operand(rb, False)
+        step.ta, step.tb, step.lda, step.ldb = oa.trans, ob.trans, oa.ld, ob.ld
         step.ldc = step.n if step.n > 1 else 1
         step.accumulate = accumulate
         self._operand(step, 0, a, ra)

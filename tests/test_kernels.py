@@ -285,21 +285,25 @@ def test_add_row_in_place(dtype, rng, assert_close):
 
 # --- gemm: layouts, shapes and the accumulate flag -------------------------------------------
 
-LAYOUTS = {"C": np.ascontiguousarray, "F": np.asfortranarray}
+LAYOUTS = {"C": np.ascontiguousarray, "F": np.asfortranarray,
+           "strided": lambda x: np.repeat(x, 2, axis=1)[:, ::2]}  # neither: gemm copies it
 GEMM_SHAPES = [(5, 7, 3), (1, 4, 6), (6, 4, 1), (3, 1, 5), (1, 1, 1), (8, 16, 8)]
 
 
 @pytest.mark.parametrize("m, k, n", GEMM_SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in GEMM_SHAPES])
-@pytest.mark.parametrize("layout_a, layout_b", [("C", "C"), ("F", "C"), ("C", "F"), ("F", "F")])
+@pytest.mark.parametrize("layout_a, layout_b", [("C", "C"), ("F", "C"), ("C", "F"), ("F", "F"),
+                                                ("strided", "C"), ("F", "strided")])
 @pytest.mark.parametrize("accumulate", [False, True], ids=["write", "accumulate"])
-def test_gemm(m, k, n, layout_a, layout_b, accumulate, dtype, rng, assert_close):
+@pytest.mark.parametrize("out_order", ["C", "F"])
+def test_gemm(m, k, n, layout_a, layout_b, accumulate, out_order, dtype, rng, assert_close):
+    """out (+)= a @ b in either orientation: a C out directly, an F out as out^T = b^T a^T."""
     a = LAYOUTS[layout_a](rng.standard_normal((m, k)).astype(dtype))
     b = LAYOUTS[layout_b](rng.standard_normal((k, n)).astype(dtype))
     start = rng.standard_normal((m, n)) if accumulate else np.full((m, n), np.nan)
-    out = start.astype(dtype)
+    out = np.array(start.astype(dtype), order=out_order)
     a_before, b_before = a.copy(), b.copy()
 
-    gemm.gemm(a, b, out, accumulate)
+    gemm.gemm(a, b, out, accumulate, out_order == "F")
 
     expected = a.astype(np.float64) @ b.astype(np.float64)
     if accumulate:

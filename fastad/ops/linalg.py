@@ -12,16 +12,6 @@ from ..kernels import gemm
 from .protocol import contribute, kernel_out, order_of, public, sum_to
 
 
-_BLAS_MAX = 2 ** 31 - 1
-
-
-def _blas_ready(m):
-    """m as an operand BLAS reads without a copy: C- or F-contiguous."""
-    if m.flags.c_contiguous or m.flags.f_contiguous:
-        return m
-    return np.ascontiguousarray(m)
-
-
 def _gemm(out, a, b, order):
     """out (+)= a @ b through BLAS; the first contribution allocates out in `order`."""
     if a.shape[1] != b.shape[0] or (out is not None and out.shape != (a.shape[0], b.shape[1])):
@@ -41,10 +31,8 @@ def gemm_into(buffer, a, b, accumulate, order):
     if a.shape[1] == 0:
         if not accumulate:
             buffer.fill(0)
-    elif buffer.size and order == "F":  # out^T = b^T a^T, a C-contiguous product
-        gemm.gemm(_blas_ready(b.T), _blas_ready(a.T), buffer.T, accumulate)
     elif buffer.size:
-        gemm.gemm(_blas_ready(a), _blas_ready(b), buffer, accumulate)
+        gemm.gemm(a, b, buffer, accumulate, order == "F")
     return buffer
 
 
@@ -108,11 +96,6 @@ def _check_matmul(a, b):
         raise ValueError(f"matmul: inner dimensions differ: shapes {a.shape} and {b.shape}")
 
 
-def _fits_blas(a, b):
-    return (a.ndim == 2 and b.ndim == 2
-            and builtins.max(a.shape + b.shape) <= _BLAS_MAX)
-
-
 @public
 def matmul(a, b):
     """Matrix product with NumPy matmul semantics (1-D, 2-D and batched N-D)."""
@@ -120,8 +103,8 @@ def matmul(a, b):
     if type(av) is not np.ndarray or type(bv) is not np.ndarray:
         av, bv = np.asarray(av), np.asarray(bv)  # NumPy scalars, which _check_matmul refuses
     _check_matmul(av, bv)
-    if _fits_blas(av, bv):
-        av, bv = _blas_ready(av), _blas_ready(bv)
+    if gemm.fits_blas(av, bv):
+        av, bv = gemm.blas_ready(av), gemm.blas_ready(bv)  # saved for the vjp as BLAS reads them
         order, plan = _product_order(av.dtype, av.shape[0], av.shape[1], bv.shape[1])
         start = perf_counter() if plan is not None else 0.0  # a trial is timed
         value = _gemm(None, av, bv, order)
@@ -142,7 +125,7 @@ dot = public(matmul, "dot")
 @vjp_of("matmul")
 def matmul_vjp(g, saved, out):
     a, b = saved
-    if _fits_blas(a, b):
+    if gemm.fits_blas(a, b):
         # dA = g @ B^T and dB = A^T @ g: the transposes are BLAS flags, not copies.
         # Each gradient is laid out like its operand, so elementwise kernels downstream
         # see matching memory orders.

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..core.tape import SKIP
 from ..core.tensor import Tensor, constant
-from ..kernels import pointwise, rows
+from ..kernels import gemm, pointwise, rows
 from ..ops import REGISTRY
-from ..ops.linalg import _fits_blas, _product_order, gemm_into
+from ..ops.linalg import _product_order, gemm_into
 from ..ops.losses import _labels, _reduce_losses, _row_scale
 from ..ops.protocol import order_of
 from ..ops.reductions import averaged, summed
@@ -128,7 +128,7 @@ def matmul(context, a, b):
     y = context.result._value
     av, bv = _value(a, y.dtype), _value(b, y.dtype)
     if not (isinstance(av, np.ndarray) and isinstance(bv, np.ndarray)
-            and _fits_blas(av, bv)):
+            and gemm.fits_blas(av, bv)):
         raise Unsupported("a product NumPy computes")
     _order(av), _order(bv)  # operands BLAS reads as they are
     rows_, inner, cols = av.shape[0], av.shape[1], bv.shape[1]
@@ -227,7 +227,7 @@ def activation_vjp(context, vjp, g, saved, out):
 @lowers(("vjp", "matmul"))
 def matmul_vjp(context, vjp, g, saved, out):
     a, b = saved
-    if not _fits_blas(a, b):
+    if not gemm.fits_blas(a, b):
         raise Unsupported("a product NumPy computed")
     da, db = context.result
     if out[0] is not SKIP:
