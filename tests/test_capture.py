@@ -206,6 +206,10 @@ def test_gradients_a_replay_leaves_are_not_overwritten_by_the_next():
     for pairs in kept + kept_grad:
         for array, copy in pairs:
             assert same_bits(array, copy)
+    for pairs in kept:  # fa.grad's results stay read-only, as eagerly
+        for array, _ in pairs:
+            with pytest.raises(ValueError):
+                array.flags.writeable = True
 
 
 def test_toggling_requires_grad_records_again():

@@ -9,10 +9,11 @@ import numpy as np
 
 from ..core.gradients import _deliver, _read_only
 from ..core.sweep import _combine, _tell_final, _tell_progress, copy_of
+from ..kernels import views
 from ..nn.modules import Module
 from ..optim.optimizer import Optimizer
 from .lowering import lowers
-from .plan import Unsupported
+from .plan import Slot, Unsupported
 from .recorder import with_bases
 
 
@@ -70,8 +71,12 @@ def tell_progress(context, listener):
 
 @lowers(_read_only)
 def read_only(context, buffer):
-    context.call(_read_only_of, context.plan.owned, context.read(buffer),
-                 result=context.result)
+    value = context.read(buffer)
+    if type(value) is Slot and context.plan.allocates(value.index):
+        # an array this replay allocated for the result: a view of it, no copy
+        context.call(views.read_only, value, result=context.result)
+    else:
+        context.call(_read_only_of, context.plan.owned, value, result=context.result)
 
 
 def _read_only_of(owned, buffer):

@@ -159,6 +159,10 @@ class Plan:
             return None
         return context.instructions
 
+    def allocates(self, slot):
+        """Whether each replay allocates the array `slot` holds (see Lowering.buffer)."""
+        return any(slot in slots for slots, _, _, _ in self.fresh)
+
     def live_slot(self, tensor):
         entry = self.live.get(id(tensor))
         if entry is None:
