@@ -67,6 +67,10 @@ class NumpyOps(metaclass=_NumpyNames):
         return np.clip(x, lo, hi)
 
     @staticmethod
+    def linear(x, w, b=None):
+        return x @ w.T if b is None else x @ w.T + b
+
+    @staticmethod
     def sigmoid(x):
         return 1 / (1 + np.exp(-x))
 
@@ -115,6 +119,9 @@ class TorchOps:
 
     def dot(self, a, b):
         return self.torch.matmul(a, b)
+
+    def linear(self, x, w, b=None):
+        return self.torch.nn.functional.linear(x, w, b)
 
     def relu(self, x):
         return self.torch.relu(x)
@@ -358,6 +365,16 @@ OPS = [
     Op("matmul", "vector_batched", lambda F, a, b: a @ b, [(4,), (2, 4, 5)]),
     Op("matmul", "batched_vector", lambda F, a, b: a @ b, [(2, 3, 4), (4,)]),
     Op("matmul", "self", lambda F, a: F.transpose(a) @ a, [(3, 4)]),
+    # linear: one op for a 2-D input (bias or not, the weight's transpose as a BLAS flag);
+    # matmul and add for other shapes
+    Op("linear", "bias", lambda F, x, w, b: F.linear(x, w, b), [(3, 4), (5, 4), (5,)]),
+    Op("linear", "no_bias", lambda F, x, w: F.linear(x, w), [(3, 4), (5, 4)]),
+    Op("linear", "one_row", lambda F, x, w, b: F.linear(x, w, b), [(1, 4), (5, 4), (5,)]),
+    Op("linear", "fortran_input", lambda F, x, w, b: F.linear(F.transpose(x), w, b),
+       [(4, 3), (5, 4), (5,)]),
+    Op("add", "linear_batched", lambda F, x, w, b: F.linear(x, w, b),
+       [(2, 3, 4), (5, 4), (5,)]),
+    Op("matmul", "linear_vector", lambda F, x, w: F.linear(x, w), [(4,), (5, 4)]),
     # shapes
     Op("reshape", "method_args", lambda F, a: a.reshape(2, 6), [(3, 4)]),
     Op("reshape", "function_tuple", lambda F, a: F.reshape(a, (4, -1)), [(2, 3, 2)]),

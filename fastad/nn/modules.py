@@ -15,7 +15,7 @@ from ..core.modes import modes, replayed, special
 from ..core.operands import Parameter
 from ..core.tensor import Tensor
 from ..ops.elementwise import relu, sigmoid, tanh
-from ..ops.linalg import matmul
+from ..ops.linalg import linear
 
 __all__ = ["Module", "Linear", "Sequential", "Identity", "ReLU", "Sigmoid", "Tanh"]
 
@@ -186,8 +186,7 @@ class Linear(Module):
         if not shape or shape[-1] != self.in_features:
             raise ValueError(f"{self!r}: input of shape {tuple(shape)} does not end in "
                              f"in_features={self.in_features}")
-        y = matmul(x, self.weight.T)  # the transposed view goes to BLAS as a flag
-        return y if self.bias is None else y + self.bias
+        return linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         text = (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -1,5 +1,5 @@
 """Matrix products: 2-D products through BLAS (the orientation policy lives here),
-NumPy's matmul for 1-D and batched operands."""
+NumPy's matmul for 1-D and batched operands; linear, x @ weight.T + bias in one op."""
 import builtins
 import os
 from time import perf_counter
@@ -8,8 +8,10 @@ import numpy as np
 
 from ..core.tape import SKIP, record, vjp_of
 from ..core.operands import operands
-from ..kernels import gemm
-from .protocol import contribute, kernel_out, order_of, public, sum_to
+from ..kernels import gemm, pointwise
+from .arithmetic import add
+from .protocol import (contribute, contribute_reduced, kernel_out, order_of, public,
+                       sum_to)
 
 
 def _gemm(out, a, b, order):
@@ -105,11 +107,7 @@ def matmul(a, b):
     _check_matmul(av, bv)
     if gemm.fits_blas(av, bv):
         av, bv = gemm.blas_ready(av), gemm.blas_ready(bv)  # saved for the vjp as BLAS reads them
-        order, plan = _product_order(av.dtype, av.shape[0], av.shape[1], bv.shape[1])
-        start = perf_counter() if plan is not None else 0.0  # a trial is timed
-        value = _gemm(None, av, bv, order)
-        if plan is not None:
-            plan.record(order, perf_counter() - start)
+        value = _product(av, bv)
     else:
         try:
             value = np.matmul(av, bv)
@@ -120,6 +118,17 @@ def matmul(a, b):
 
 
 dot = public(matmul, "dot")
+
+
+def _product(a, b):
+    """a @ b for two matrices BLAS reads as they are, in the memory order chosen for
+    the product's shape (a trial of that choice is timed)."""
+    order, plan = _product_order(a.dtype, a.shape[0], a.shape[1], b.shape[1])
+    start = perf_counter() if plan is not None else 0.0
+    value = _gemm(None, a, b, order)
+    if plan is not None:
+        plan.record(order, perf_counter() - start)
+    return value
 
 
 @vjp_of("matmul")
@@ -139,3 +148,48 @@ def matmul_vjp(g, saved, out):
             if out[0] is not SKIP else None,
             contribute(out[1], sum_to(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape))
             if out[1] is not SKIP else None)
+
+
+# --- linear: x @ weight.T + bias as one op ------------------------------------------------
+
+@public
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, as torch.nn.functional.linear: weight is (out_features,
+    in_features), bias (out_features,) or None. For a 2-D x it is one recorded op (the
+    product, with the bias added into its result); other shapes compose matmul and add."""
+    xv, wv, tx, tw = operands("linear", x, weight)
+    if wv.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got "
+                         f"shape {wv.shape}")
+    if xv.ndim == 0 or xv.shape[-1] != wv.shape[1]:
+        raise ValueError(f"linear: input of shape {xv.shape} does not end in "
+                         f"in_features={wv.shape[1]} (weight of shape {wv.shape})")
+    bv = tb = None
+    if bias is not None:
+        _, bv, _, tb = operands("linear", tw if tw is not None else wv, bias)
+        if bv.shape != (wv.shape[0],):
+            raise ValueError(f"linear: bias of shape {bv.shape}, expected "
+                             f"({wv.shape[0]},) for weight of shape {wv.shape}")
+    if xv.ndim != 2 or not gemm.fits_blas(xv, wv):
+        y = matmul(xv if tx is None else tx, (wv if tw is None else tw).T)
+        return y if bias is None else add(y, bv if tb is None else tb)
+    xv, wv = gemm.blas_ready(xv), gemm.blas_ready(wv)
+    value = _product(xv, wv.T)
+    if bv is None:
+        return record(linear_vjp, value, (tx, tw), (xv, wv))
+    if value.flags.c_contiguous and bv.flags.c_contiguous:
+        pointwise.add_row(value, bv, value)  # into the product's own buffer
+    else:
+        np.add(value, bv, out=value)
+    return record(linear_vjp, value, (tx, tw, tb), (xv, wv))
+
+
+@vjp_of("linear")
+def linear_vjp(g, saved, out):
+    x, w = saved
+    # dx = g @ W, dW = g^T @ x (BLAS flags, no copies), each laid out like its operand;
+    # db = the column sums of g
+    return (_gemm(out[0], g, w, order_of(x)) if out[0] is not SKIP else None,
+            _gemm(out[1], g.T, x, order_of(w)) if out[1] is not SKIP else None,
+            *([] if len(out) == 2 else
+              [contribute_reduced(out[2], g, w.shape[:1]) if out[2] is not SKIP else None]))

@@ -141,6 +141,30 @@ def matmul(context, a, b):
     context.call(gemm_into, context.buffer(y), context.read(a), context.read(b), False, order)
 
 
+@lowers(REGISTRY["linear"])
+def linear(context, x, weight, bias=None):
+    """The fused op: its product x @ weight.T, then the bias added into the result."""
+    y = context.result._value
+    if context.result._made_by.op_name != "linear":
+        raise Unsupported("a linear of another shape (matmul and add)")
+    xv, wv = _value(x, y.dtype), _value(weight, y.dtype)
+    _order(xv), _order(wv)
+    if y.flags.c_contiguous and y.flags.f_contiguous:
+        order, plan = _product_order(xv.dtype, xv.shape[0], xv.shape[1], wv.shape[0])
+        if plan is not None:
+            raise Unsupported("a product whose order was still being timed")
+    else:
+        order = _order(y)
+    buffer = context.buffer(y)
+    context.call(_gemm_transposed_b, buffer, context.read(x), context.read(weight), False,
+                 order)
+    if bias is not None:
+        bv = _value(bias, y.dtype)
+        if not (y.flags.c_contiguous and isinstance(bv, np.ndarray) and bv.flags.c_contiguous):
+            raise Unsupported("a bias added by NumPy")
+        context.call(pointwise.add_row, buffer, context.read(bias), buffer)
+
+
 @lowers(REGISTRY["transpose"])
 def transpose(context, x, *axes):
     if not isinstance(x, Tensor) or axes:
@@ -240,6 +264,26 @@ def matmul_vjp(context, vjp, g, saved, out):
         order = order_of(out[1]) if out[1] is not None else order_of(b)
         context.call(_gemm_transposed_a, buffer, context.read(a), context.read(g), accumulate,
                      order)
+
+
+@lowers(("vjp", "linear"))
+def linear_vjp(context, vjp, g, saved, out):
+    x, w = saved
+    results = context.result
+    if out[0] is not SKIP:
+        buffer, accumulate = context.target(results[0], out[0])
+        order = order_of(out[0]) if out[0] is not None else order_of(x)
+        context.call(gemm_into, buffer, context.read(g), context.read(w), accumulate, order)
+    if out[1] is not SKIP:
+        buffer, accumulate = context.target(results[1], out[1])
+        order = order_of(out[1]) if out[1] is not None else order_of(w)
+        context.call(_gemm_transposed_a, buffer, context.read(g), context.read(x), accumulate,
+                     order)
+    if len(out) == 3 and out[2] is not SKIP:
+        if not g.flags.c_contiguous:
+            raise Unsupported("a bias gradient NumPy sums")
+        adjoint = out[2] if out[2] is not None and out[2].flags.c_contiguous else None
+        context.call(pointwise.column_sum, context.read(g), *context.target(results[2], adjoint))
 
 
 def _gemm_transposed_b(buffer, g, b, accumulate, order):
