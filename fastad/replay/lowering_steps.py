@@ -43,7 +43,10 @@ def deliver(context, gradients, replaced):
         raise Unsupported("gradients a listener replaced")
     flat = []
     for leaf, g, shared in gradients:
-        flat += [context.tensor(leaf), context.read(g), shared]
+        value = context.read(g)
+        # an array each replay allocates is the replay's to hand out; others are checked
+        may_be_owned = not (type(value) is Slot and context.plan.allocates(value.index))
+        flat += [context.tensor(leaf), value, shared, may_be_owned]
     context.call(_deliver_all, context.plan.owned, *flat)
 
 
@@ -54,8 +57,9 @@ def _owned(array, owned):
 
 
 def _deliver_all(owned, *flat):
-    gradients = [(leaf, g, shared or _owned(g, owned))
-                 for leaf, g, shared in zip(flat[0::3], flat[1::3], flat[2::3])]
+    gradients = [(leaf, g, shared or (may_be_owned and _owned(g, owned)))
+                 for leaf, g, shared, may_be_owned
+                 in zip(flat[0::4], flat[1::4], flat[2::4], flat[3::4])]
     _deliver.__wrapped__(gradients, {})
 
 
