@@ -400,7 +400,8 @@ def test_the_replay_loop_refuses_an_array_of_another_layout():
 def test_common_training_steps_replay_without_python():
     """What the plan lowers (a test that fails when a lowering silently stops applying):
     an MLP training step with SGD or Adam runs as kernel steps, with Python only for
-    the loss's label check and reduction, the optimizer's update and the .grad hand-off."""
+    the loss's label check and reduction, the optimizer's update and the .grad hand-off
+    (and no transposes: nn.Linear's product reads the weight transposed)."""
     trainer = Trainer(OPTIMIZERS["adam"], capture=True)
     rng = np.random.default_rng(9)
     for _ in range(3):
@@ -411,6 +412,8 @@ def test_common_training_steps_replay_without_python():
     kernels = [name for kind, name in program.steps if kind == "kernel"]
     assert {"gemm_into", "_gemm_transposed_a", "_gemm_transposed_b", "add_row",
             "relu_grad", "column_sum"} <= set(kernels), kernels
+    # nn.Linear is one fa.linear op: its weight's transpose is a BLAS flag, not a step
+    assert "transpose" not in {name for _, name in program.steps}, program.steps
 
 
 @pytest.mark.parametrize("layout", ["c", "fortran", "strided", "int", "float32"])
