@@ -187,9 +187,10 @@ def linear(x, weight, bias=None):
 @vjp_of("linear")
 def linear_vjp(g, saved, out):
     x, w = saved
-    # dx = g @ W, dW = g^T @ x (BLAS flags, no copies), each laid out like its operand;
-    # db = the column sums of g
-    return (_gemm(out[0], g, w, order_of(x)) if out[0] is not SKIP else None,
-            _gemm(out[1], g.T, x, order_of(w)) if out[1] is not SKIP else None,
-            *([] if len(out) == 2 else
-              [contribute_reduced(out[2], g, w.shape[:1]) if out[2] is not SKIP else None]))
+    # dx = g @ W and dW = g^T @ x (the transposes are BLAS flags), each laid out like its
+    # operand; db = the column sums of g
+    dx = _gemm(out[0], g, w, order_of(x)) if out[0] is not SKIP else None
+    dw = _gemm(out[1], g.T, x, order_of(w)) if out[1] is not SKIP else None
+    if len(out) == 2:  # no bias
+        return dx, dw
+    return dx, dw, contribute_reduced(out[2], g, w.shape[:1]) if out[2] is not SKIP else None

@@ -130,15 +130,21 @@ def matmul(context, a, b):
     if not (isinstance(av, np.ndarray) and isinstance(bv, np.ndarray)
             and gemm.fits_blas(av, bv)):
         raise Unsupported("a product NumPy computes")
-    _order(av), _order(bv)  # operands BLAS reads as they are
-    rows_, inner, cols = av.shape[0], av.shape[1], bv.shape[1]
-    if y.flags.c_contiguous and y.flags.f_contiguous:
-        order, plan = _product_order(av.dtype, rows_, inner, cols)
-        if plan is not None:
-            raise Unsupported("a product whose order was still being timed")
-    else:
-        order = _order(y)
-    context.call(gemm_into, context.buffer(y), context.read(a), context.read(b), False, order)
+    context.call(gemm_into, context.buffer(y), context.read(a), context.read(b), False,
+                 _product_written(y, av, bv))
+
+
+def _product_written(y, a, b):
+    """The memory order the op wrote its product y = a @ b in (operands BLAS read as
+    they are): y's own, or for a y both C- and F-contiguous, the order chosen for the
+    shape (Unsupported while that choice is still being timed)."""
+    _order(a), _order(b)
+    if not (y.flags.c_contiguous and y.flags.f_contiguous):
+        return _order(y)
+    order, plan = _product_order(a.dtype, a.shape[0], a.shape[1], b.shape[1])
+    if plan is not None:
+        raise Unsupported("a product whose order was still being timed")
+    return order
 
 
 @lowers(REGISTRY["linear"])
@@ -147,14 +153,7 @@ def linear(context, x, weight, bias=None):
     y = context.result._value
     if context.result._made_by.op_name != "linear":
         raise Unsupported("a linear of another shape (matmul and add)")
-    xv, wv = _value(x, y.dtype), _value(weight, y.dtype)
-    _order(xv), _order(wv)
-    if y.flags.c_contiguous and y.flags.f_contiguous:
-        order, plan = _product_order(xv.dtype, xv.shape[0], xv.shape[1], wv.shape[0])
-        if plan is not None:
-            raise Unsupported("a product whose order was still being timed")
-    else:
-        order = _order(y)
+    order = _product_written(y, _value(x, y.dtype), _value(weight, y.dtype).T)
     buffer = context.buffer(y)
     context.call(_gemm_transposed_b, buffer, context.read(x), context.read(weight), False,
                  order)
