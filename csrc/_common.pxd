@@ -13,6 +13,25 @@ cdef inline bint is_f32(cnp.ndarray a) noexcept:
     return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
 
 
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState* PyEval_SaveThread() noexcept nogil
+    void PyEval_RestoreThread(PyThreadState*) noexcept nogil
+
+
+cdef inline PyThreadState* release_gil(index_t elements) noexcept:
+    """Release the GIL for a kernel over `elements` elements, as NumPy does above 500:
+    below that, taking it back costs more than another thread could gain. Returns what
+    `take_gil` needs (NULL: not released). Between the two, only C may run."""
+    return PyEval_SaveThread() if elements > 500 else NULL
+
+
+cdef inline void take_gil(PyThreadState* released) noexcept:
+    if released != NULL:
+        PyEval_RestoreThread(released)
+
+
 cdef inline void* ptr(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 

@@ -6,7 +6,8 @@ arithmetic of two same-layout arrays or an array and a scalar, and the bias patt
 Each public function takes ndarrays that the Python layer has already validated:
 same dtype (float32 or float64), C-contiguous unless stated, shapes that agree. The
 typed workers under them (pointwise_kernels.pxd, inline: the replay loop of fa.capture calls
-them too) are ``noexcept nogil`` and run without the GIL. Backward kernels take an
+them too) are ``noexcept nogil`` and run without the GIL over more than 500 elements
+(`_common.release_gil`). Backward kernels take an
 ``accumulate`` flag: False writes the contribution into ``out`` (its first one), True
 adds it to what ``out`` already holds. Elementwise kernels read flat memory, so their
 arrays may instead all be F-contiguous; the activation kernels also take out=None, and then return a new
@@ -22,7 +23,7 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-from _common cimport index_t, is_f32, new_like, ptr
+from _common cimport PyThreadState, index_t, is_f32, new_like, ptr, release_gil, take_gil
 from pointwise_kernels cimport (ADD, DIV, MUL, SUB, RELU, SIGMOID, EXP, Activation,
                                 ArithmeticOp, activation_grad_kernel, activation_kernel,
                                 add_row_kernel, arithmetic_kernel, column_sum_kernel)
@@ -39,11 +40,12 @@ cdef activation(Activation kind, cnp.ndarray x, cnp.ndarray out):
     cdef void* px = ptr(x)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            activation_kernel[float](kind, <float*>px, <float*>po, size)
-        else:
-            activation_kernel[double](kind, <double*>px, <double*>po, size)
+    cdef PyThreadState* released = release_gil(size)
+    if f32:
+        activation_kernel[float](kind, <float*>px, <float*>po, size)
+    else:
+        activation_kernel[double](kind, <double*>px, <double*>po, size)
+    take_gil(released)
     return out
 
 
@@ -71,13 +73,14 @@ cdef activation_grad(Activation kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray 
     cdef void* py = ptr(y)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(y)
-    with nogil:
-        if f32:
-            activation_grad_kernel[float](kind, <float*>pg, <float*>py, <float*>po, size,
-                                          accumulate)
-        else:
-            activation_grad_kernel[double](kind, <double*>pg, <double*>py, <double*>po, size,
-                                           accumulate)
+    cdef PyThreadState* released = release_gil(size)
+    if f32:
+        activation_grad_kernel[float](kind, <float*>pg, <float*>py, <float*>po, size,
+                                      accumulate)
+    else:
+        activation_grad_kernel[double](kind, <double*>pg, <double*>py, <double*>po, size,
+                                       accumulate)
+    take_gil(released)
     return out
 
 
@@ -157,13 +160,14 @@ cdef cnp.ndarray arithmetic_to(ArithmeticOp op, a, b, cnp.ndarray out):
     cdef void* pa = ps if a_scalar else ptr(a)
     cdef void* pb = ps if b_scalar else ptr(b)
     cdef void* po = ptr(out)
-    with nogil:
-        if f32:
-            arithmetic_kernel[float](op, <float*>pa, <float*>pb, <float*>po, size, a_scalar,
-                                     b_scalar)
-        else:
-            arithmetic_kernel[double](op, <double*>pa, <double*>pb, <double*>po, size,
-                                      a_scalar, b_scalar)
+    cdef PyThreadState* released = release_gil(size)
+    if f32:
+        arithmetic_kernel[float](op, <float*>pa, <float*>pb, <float*>po, size, a_scalar,
+                                 b_scalar)
+    else:
+        arithmetic_kernel[double](op, <double*>pa, <double*>pb, <double*>po, size,
+                                  a_scalar, b_scalar)
+    take_gil(released)
     return out
 
 
@@ -178,11 +182,12 @@ def add_row(cnp.ndarray x, cnp.ndarray b, cnp.ndarray out):
     cdef void* pb = ptr(b)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            add_row_kernel[float](<float*>px, <float*>pb, <float*>po, rows, cols)
-        else:
-            add_row_kernel[double](<double*>px, <double*>pb, <double*>po, rows, cols)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        add_row_kernel[float](<float*>px, <float*>pb, <float*>po, rows, cols)
+    else:
+        add_row_kernel[double](<double*>px, <double*>pb, <double*>po, rows, cols)
+    take_gil(released)
 
 
 def column_sum(cnp.ndarray g, cnp.ndarray out, bint accumulate):
@@ -191,9 +196,10 @@ def column_sum(cnp.ndarray g, cnp.ndarray out, bint accumulate):
     cdef void* pg = ptr(g)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(g)
-    with nogil:
-        if f32:
-            column_sum_kernel[float](<float*>pg, <float*>po, rows, cols, accumulate)
-        else:
-            column_sum_kernel[double](<double*>pg, <double*>po, rows, cols, accumulate)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        column_sum_kernel[float](<float*>pg, <float*>po, rows, cols, accumulate)
+    else:
+        column_sum_kernel[double](<double*>pg, <double*>po, rows, cols, accumulate)
+    take_gil(released)
 

@@ -5,7 +5,8 @@ the label pick x[arange(n), labels] with its scatter-add; the labels' range.
 
 Each public function takes ndarrays that the Python layer has already validated:
 same dtype (float32 or float64), C-contiguous unless stated, shapes that agree. The
-typed workers below them are ``noexcept nogil`` and run without the GIL. Backward
+typed workers below them are ``noexcept nogil`` and run without the GIL over more than
+500 elements (`_common.release_gil`). Backward
 kernels take an ``accumulate`` flag: False writes the contribution into ``out`` (its
 first one), True adds it to what ``out`` already holds. -fno-trapping-math: see pointwise.pyx.
 """
@@ -14,7 +15,7 @@ from libc.math cimport log
 
 cnp.import_array()
 
-from _common cimport index_t, is_f32, ptr, real
+from _common cimport PyThreadState, index_t, is_f32, ptr, real, release_gil, take_gil
 from exp cimport exp_real
 
 
@@ -138,11 +139,12 @@ cdef rowwise(Rowwise kind, cnp.ndarray x, cnp.ndarray out):
     cdef void* px = ptr(x)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            rows_forward[float](kind, <float*>px, <float*>po, rows, cols)
-        else:
-            rows_forward[double](kind, <double*>px, <double*>po, rows, cols)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        rows_forward[float](kind, <float*>px, <float*>po, rows, cols)
+    else:
+        rows_forward[double](kind, <double*>px, <double*>po, rows, cols)
+    take_gil(released)
 
 
 cdef rowwise_grad(Rowwise kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray out,
@@ -153,13 +155,14 @@ cdef rowwise_grad(Rowwise kind, cnp.ndarray g, cnp.ndarray y, cnp.ndarray out,
     cdef void* py = ptr(y)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(y)
-    with nogil:
-        if f32:
-            rows_backward[float](kind, <float*>pg, <float*>py, <float*>po, rows, cols,
-                                 accumulate)
-        else:
-            rows_backward[double](kind, <double*>pg, <double*>py, <double*>po, rows, cols,
-                                  accumulate)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        rows_backward[float](kind, <float*>pg, <float*>py, <float*>po, rows, cols,
+                             accumulate)
+    else:
+        rows_backward[double](kind, <double*>pg, <double*>py, <double*>po, rows, cols,
+                              accumulate)
+    take_gil(released)
 
 
 def softmax(cnp.ndarray x, cnp.ndarray out):
@@ -199,8 +202,9 @@ def label_bounds(cnp.ndarray labels):
     cdef index_t low, high
     cdef const index_t* pl = <const index_t*>ptr(labels)
     cdef index_t n = cnp.PyArray_SIZE(labels)
-    with nogil:
-        bounds(pl, n, &low, &high)
+    cdef PyThreadState* released = release_gil(n)
+    bounds(pl, n, &low, &high)
+    take_gil(released)
     return low, high
 
 
@@ -249,11 +253,12 @@ def softmax_cross_entropy(cnp.ndarray x, cnp.ndarray labels, cnp.ndarray probs,
     cdef void* pp = ptr(probs)
     cdef void* ploss = ptr(losses)
     cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            softmax_xent_rows[float](<float*>px, pl, <float*>pp, <float*>ploss, rows, cols)
-        else:
-            softmax_xent_rows[double](<double*>px, pl, <double*>pp, <double*>ploss, rows, cols)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        softmax_xent_rows[float](<float*>px, pl, <float*>pp, <float*>ploss, rows, cols)
+    else:
+        softmax_xent_rows[double](<double*>px, pl, <double*>pp, <double*>ploss, rows, cols)
+    take_gil(released)
 
 
 def softmax_cross_entropy_grad(cnp.ndarray probs, cnp.ndarray labels, cnp.ndarray scale,
@@ -265,13 +270,14 @@ def softmax_cross_entropy_grad(cnp.ndarray probs, cnp.ndarray labels, cnp.ndarra
     cdef void* ps = ptr(scale)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(probs)
-    with nogil:
-        if f32:
-            softmax_xent_grad_rows[float](<float*>pp, pl, <float*>ps, <float*>po, rows, cols,
-                                          accumulate)
-        else:
-            softmax_xent_grad_rows[double](<double*>pp, pl, <double*>ps, <double*>po, rows,
-                                           cols, accumulate)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        softmax_xent_grad_rows[float](<float*>pp, pl, <float*>ps, <float*>po, rows, cols,
+                                      accumulate)
+    else:
+        softmax_xent_grad_rows[double](<double*>pp, pl, <double*>ps, <double*>po, rows,
+                                       cols, accumulate)
+    take_gil(released)
 
 
 # ----------------------------------------------------------------------------
@@ -302,11 +308,12 @@ def pick(cnp.ndarray x, cnp.ndarray labels, cnp.ndarray out):
     cdef const index_t* pl = <const index_t*>ptr(labels)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(x)
-    with nogil:
-        if f32:
-            pick_kernel[float](<float*>px, pl, <float*>po, rows, cols)
-        else:
-            pick_kernel[double](<double*>px, pl, <double*>po, rows, cols)
+    cdef PyThreadState* released = release_gil(rows)
+    if f32:
+        pick_kernel[float](<float*>px, pl, <float*>po, rows, cols)
+    else:
+        pick_kernel[double](<double*>px, pl, <double*>po, rows, cols)
+    take_gil(released)
 
 
 def pick_grad(cnp.ndarray g, cnp.ndarray labels, cnp.ndarray out, bint accumulate):
@@ -316,8 +323,9 @@ def pick_grad(cnp.ndarray g, cnp.ndarray labels, cnp.ndarray out, bint accumulat
     cdef const index_t* pl = <const index_t*>ptr(labels)
     cdef void* po = ptr(out)
     cdef bint f32 = is_f32(out)
-    with nogil:
-        if f32:
-            pick_grad_kernel[float](<float*>pg, pl, <float*>po, rows, cols, accumulate)
-        else:
-            pick_grad_kernel[double](<double*>pg, pl, <double*>po, rows, cols, accumulate)
+    cdef PyThreadState* released = release_gil(rows * cols)
+    if f32:
+        pick_grad_kernel[float](<float*>pg, pl, <float*>po, rows, cols, accumulate)
+    else:
+        pick_grad_kernel[double](<double*>pg, pl, <double*>po, rows, cols, accumulate)
+    take_gil(released)

@@ -20,7 +20,7 @@ from libc.math cimport fabs, sqrt, sqrtf
 
 cnp.import_array()
 
-from _common cimport index_t, is_f32, ptr, real
+from _common cimport PyThreadState, index_t, is_f32, ptr, real, release_gil, take_gil
 
 
 cdef inline real sqrt_(real v) noexcept nogil:
@@ -91,13 +91,14 @@ def sgd_step(cnp.ndarray param, cnp.ndarray grad, object momentum_buffer, double
     if momentum_buffer is not None:
         pb = ptr(<cnp.ndarray>momentum_buffer)
         kind = NESTEROV if nesterov else HEAVY_BALL
-    with nogil:
-        if f32:
-            sgd_kernel[float](<float*>pp, <float*>pg, <float*>pb, size, <float>lr,
-                              <float>momentum, <float>weight_decay, kind)
-        else:
-            sgd_kernel[double](<double*>pp, <double*>pg, <double*>pb, size, lr, momentum,
-                               weight_decay, kind)
+    cdef PyThreadState* released = release_gil(size)
+    if f32:
+        sgd_kernel[float](<float*>pp, <float*>pg, <float*>pb, size, <float>lr,
+                          <float>momentum, <float>weight_decay, kind)
+    else:
+        sgd_kernel[double](<double*>pp, <double*>pg, <double*>pb, size, lr, momentum,
+                           weight_decay, kind)
+    take_gil(released)
 
 
 # ----------------------------------------------------------------------------
@@ -181,13 +182,14 @@ def adam_step(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray exp_avg,
     cdef void* pv = ptr(exp_avg_sq)
     cdef bint f32 = is_f32(param)
     cdef double weight1 = 1 - beta1, weight2 = 1 - beta2
-    with nogil:
-        if f32:
-            adam_kernel[float](<float*>pp, <float*>pg, <float*>pm, <float*>pv, size,
-                               <float>weight1, <float>beta2, <float>weight2,
-                               <float>-step_size, <float>bias_correction2_sqrt, <float>eps,
-                               <float>weight_decay, <float>param_scale)
-        else:
-            adam_kernel[double](<double*>pp, <double*>pg, <double*>pm, <double*>pv, size,
-                                weight1, beta2, weight2, -step_size, bias_correction2_sqrt,
-                                eps, weight_decay, param_scale)
+    cdef PyThreadState* released = release_gil(size)
+    if f32:
+        adam_kernel[float](<float*>pp, <float*>pg, <float*>pm, <float*>pv, size,
+                           <float>weight1, <float>beta2, <float>weight2,
+                           <float>-step_size, <float>bias_correction2_sqrt, <float>eps,
+                           <float>weight_decay, <float>param_scale)
+    else:
+        adam_kernel[double](<double*>pp, <double*>pg, <double*>pm, <double*>pv, size,
+                            weight1, beta2, weight2, -step_size, bias_correction2_sqrt,
+                            eps, weight_decay, param_scale)
+    take_gil(released)
