@@ -254,15 +254,9 @@ def matmul_vjp(context, vjp, g, saved, out):
         raise Unsupported("a product NumPy computed")
     da, db = context.result
     if out[0] is not SKIP:
-        buffer, accumulate = context.target(da, out[0])
-        order = order_of(out[0]) if out[0] is not None else order_of(a)
-        context.call(_gemm_transposed_b, buffer, context.read(g), context.read(b), accumulate,
-                     order)
+        _product_contribution(context, da, out[0], a, _gemm_transposed_b, g, b)
     if out[1] is not SKIP:
-        buffer, accumulate = context.target(db, out[1])
-        order = order_of(out[1]) if out[1] is not None else order_of(b)
-        context.call(_gemm_transposed_a, buffer, context.read(a), context.read(g), accumulate,
-                     order)
+        _product_contribution(context, db, out[1], b, _gemm_transposed_a, a, g)
 
 
 @lowers(("vjp", "linear"))
@@ -270,19 +264,28 @@ def linear_vjp(context, vjp, g, saved, out):
     x, w = saved
     results = context.result
     if out[0] is not SKIP:
-        buffer, accumulate = context.target(results[0], out[0])
-        order = order_of(out[0]) if out[0] is not None else order_of(x)
-        context.call(gemm_into, buffer, context.read(g), context.read(w), accumulate, order)
+        _product_contribution(context, results[0], out[0], x, gemm_into, g, w)
     if out[1] is not SKIP:
-        buffer, accumulate = context.target(results[1], out[1])
-        order = order_of(out[1]) if out[1] is not None else order_of(w)
-        context.call(_gemm_transposed_a, buffer, context.read(g), context.read(x), accumulate,
-                     order)
+        _product_contribution(context, results[1], out[1], w, _gemm_transposed_a, g, x)
     if len(out) == 3 and out[2] is not SKIP:
         if not g.flags.c_contiguous:
             raise Unsupported("a bias gradient NumPy sums")
-        adjoint = out[2] if out[2] is not None and out[2].flags.c_contiguous else None
-        context.call(pointwise.column_sum, context.read(g), *context.target(results[2], adjoint))
+        _column_sum(context, results[2], out[2], g)
+
+
+def _product_contribution(context, result, adjoint, operand, product, a, b):
+    """A vjp's product into the adjoint it adds to, else into a new buffer laid out like
+    `operand` (as protocol.kernel_out)."""
+    buffer, accumulate = context.target(result, adjoint)
+    order = order_of(adjoint) if adjoint is not None else order_of(operand)
+    context.call(product, buffer, context.read(a), context.read(b), accumulate, order)
+
+
+def _column_sum(context, result, adjoint, g):
+    """The column sums of a C-contiguous g (a bias's gradient), added into the adjoint
+    when it is C-contiguous, as protocol.column_sum."""
+    adjoint = adjoint if adjoint is not None and adjoint.flags.c_contiguous else None
+    context.call(pointwise.column_sum, context.read(g), *context.target(result, adjoint))
 
 
 def _gemm_transposed_b(buffer, g, b, accumulate, order):
@@ -325,9 +328,7 @@ def arithmetic_vjp(context, vjp, g, saved, out):
             _contribute(context, result, adjoint, g, partial)
         elif (partial is None and g.ndim == 2 and len(shape) == 1 and g.shape[1] == shape[0]
               and g.flags.c_contiguous):
-            context.call(pointwise.column_sum, context.read(g),
-                         *context.target(result, adjoint if adjoint is not None
-                                         and adjoint.flags.c_contiguous else None))
+            _column_sum(context, result, adjoint, g)
         else:
             raise Unsupported("broadcasting")
 

@@ -45,9 +45,13 @@ def deliver(context, gradients, replaced):
     for leaf, g, shared in gradients:
         value = context.read(g)
         # an array each replay allocates is the replay's to hand out; others are checked
-        may_be_owned = not (type(value) is Slot and context.plan.allocates(value.index))
-        flat += [context.tensor(leaf), value, shared, may_be_owned]
+        flat += [context.tensor(leaf), value, shared, not _allocated(context, value)]
     context.call(_deliver_all, context.plan.owned, *flat)
+
+
+def _allocated(context, value):
+    """Whether an instruction argument is a slot whose array each replay allocates."""
+    return type(value) is Slot and context.plan.allocates(value.index)
 
 
 def _owned(array, owned):
@@ -76,7 +80,7 @@ def tell_progress(context, listener):
 @lowers(_read_only)
 def read_only(context, buffer):
     value = context.read(buffer)
-    if type(value) is Slot and context.plan.allocates(value.index):
+    if _allocated(context, value):
         # an array this replay allocated for the result: a view of it, no copy
         context.call(views.read_only, value, result=context.result)
     else:
